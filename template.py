@@ -1,0 +1,168 @@
+"""The parts every algorithm file carries word for word (CleanRL style: copied, never imported).
+
+Each `<method>.py` in this repository holds its own copy of the blocks below, between the markers
+`# ---- shared: <name> ----` and `# ---- end shared ----`, so that it runs alone when copied into an empty
+folder, and `diff rlpd.py rlif.py` shows only the method's own idea. `tests/test_template.py` checks that
+every copy is identical to this file. To change a shared block, change it here and in every file.
+
+This file is also runnable, as a smoke test of the shared parts:
+    python template.py --env-id Hopper-v4 --demo-path data/Hopper-v4-medium.npz
+"""
+
+import csv
+import os
+import sys
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    env_id: str = "Hopper-v4"
+    """gymnasium MuJoCo id (Hopper-v4, Walker2d-v4, HalfCheetah-v4) or metaworld/<task>-v3"""
+    demo_path: str = "data/Hopper-v4-medium.npz"
+    """demonstrations: a .npz in data/ or minari:<dataset-id>"""
+    expert_path: str = "data/Hopper-v4-expert-policy.npz"
+    """a shipped policy file (data/<env>-<level>-policy.npz)"""
+    eval_episodes: int = 3
+    """deterministic evaluation episodes"""
+    seed: int = 1
+    """seed"""
+
+
+# ---- shared: make_env ----
+def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
+    """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
+    most 500 steps, the episode ends at success; info["success"] is set). Unknown ids end the run with one sentence."""
+
+    def thunk():
+        try:
+            if env_id.startswith("metaworld/"):
+                import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+
+                env = gym.make("Meta-World/MT1", env_name=env_id.split("/", 1)[1], seed=seed,  # has episode stats
+                               terminate_on_success=True, max_episode_steps=max_episode_steps or 500)
+            else:
+                env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
+        except (gym.error.Error, ValueError, KeyError, ImportError) as e:
+            raise SystemExit(f"Unknown env id {env_id!r} ({e}): use a gymnasium MuJoCo id such as Hopper-v4, "
+                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.")
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+# ---- end shared ----
+
+
+# ---- shared: load_demos ----
+DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+
+
+def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
+    """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
+    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    if path.startswith("minari:"):
+        try:
+            import minari
+        except ImportError:
+            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.")
+        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
+             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+    elif not os.path.exists(path):
+        raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
+                         f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
+    else:
+        with np.load(path) as f:
+            d = {k: f[k] for k in DEMO_KEYS}
+    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
+         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+    want_obs, want_act = env.observation_space.shape, env.action_space.shape
+    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+        raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
+                         f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
+                         "pass --demo-path made for this env.")
+    return d
+# ---- end shared ----
+
+
+# ---- shared: load_policy ----
+def load_policy(path: str):
+    """A shipped policy (data/<env>-<level>-policy.npz, see data/README.md) as a numpy function obs -> action."""
+    if not os.path.exists(path):
+        raise SystemExit(f"Policy file {path} not found: make it with `python data/make_data.py train --env-id <env>`.")
+    p = dict(np.load(path))
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = np.clip((obs - p["obs_mean"]) / np.sqrt(p["obs_var"] + 1e-8), -10, 10)
+        h = np.tanh(np.tanh(x @ p["W0"] + p["b0"]) @ p["W1"] + p["b1"])
+        return np.clip(h @ p["W2"] + p["b2"], -1.0, 1.0).astype(np.float32)
+
+    return act
+# ---- end shared ----
+
+
+# ---- shared: evaluate ----
+def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
+    env = make_env(env_id, seed)()
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret, info = False, 0.0, {}
+        while not done:
+            obs, r, term, trunc, info = env.step(act_fn(obs))
+            ret, done = ret + float(r), term or trunc
+        returns.append(ret)
+        successes.append(float(info["success"]) if "success" in info else np.nan)
+    env.close()
+    return float(np.mean(returns)), float(np.mean(successes))
+# ---- end shared ----
+
+
+# ---- shared: logger ----
+class Logger:
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+
+    def __init__(self, run_name: str, args):
+        self.dir = os.path.join("runs", run_name)
+        self.writer = SummaryWriter(self.dir)
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(["step", "key", "value"])
+
+    def log(self, step: int, **scalars: float):
+        for k, v in scalars.items():
+            if not np.isfinite(v) and k.startswith("losses/"):
+                raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
+            self.writer.add_scalar(k, v, step)
+            self.csv.writerow([step, k, float(v)])
+        self.file.flush()
+
+    def close(self):
+        self.writer.close()
+        self.file.close()
+# ---- end shared ----
+
+
+def main():
+    args = tyro.cli(Args)
+    env = make_env(args.env_id, args.seed)()
+    demos = load_demos(args.demo_path, env)
+    n_ep = int((demos["terminations"] + demos["truncations"]).sum())
+    print(f"{args.demo_path}: {len(demos['actions'])} transitions, {n_ep} episodes, "
+          f"mean episode return {demos['rewards'].sum() / max(n_ep, 1):.1f}")
+    ret, succ = evaluate(load_policy(args.expert_path), args.env_id, args.eval_episodes, args.seed)
+    print(f"{args.expert_path}: eval/return {ret:.1f}, eval/success {succ}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The shared blocks (template.py): clear errors on bad input, the Minari path, and that every algorithm file
+carries the blocks word for word."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+from conftest import ALGOS, ROOT
+from template import Logger, evaluate, load_demos, load_policy, make_env
+
+DATA = os.path.join(ROOT, "data")
+
+
+def shared_blocks(path):
+    text = open(path).read()
+    return dict(re.findall(r"# ---- shared: (\w+) ----\n(.*?)# ---- end shared ----", text, re.S))
+
+
+def test_algorithm_files_carry_the_shared_blocks_verbatim():
+    ref = shared_blocks(os.path.join(ROOT, "template.py"))
+    assert set(ref) == {"make_env", "load_demos", "load_policy", "evaluate", "logger"}
+    for algo in ALGOS:
+        path = os.path.join(ROOT, f"{algo}.py")
+        if not os.path.exists(path):
+            continue
+        blocks = shared_blocks(path)
+        for name, body in blocks.items():
+            assert body == ref[name], f"{algo}.py's shared block {name!r} differs from template.py"
+        assert "make_env" in blocks and "evaluate" in blocks and "logger" in blocks, algo
+
+
+def test_load_demos_ok():
+    env = make_env("Hopper-v4", 0)()
+    d = load_demos(os.path.join(DATA, "Hopper-v4-medium.npz"), env)
+    assert d["observations"].shape[1] == 11 and d["actions"].shape[1] == 3 and d["rewards"].ndim == 1
+
+
+def test_load_demos_missing_file_says_how_to_make_it():
+    env = make_env("Hopper-v4", 0)()
+    with pytest.raises(SystemExit, match=r"nope\.npz not found: make it with `python data/make_data.py"):
+        load_demos("nope.npz", env)
+
+
+def test_load_demos_wrong_env_names_both_shapes():
+    env = make_env("Walker2d-v4", 0)()
+    with pytest.raises(SystemExit, match=r"observations of shape \(11,\).*actions of shape \(3,\).*env has \(17,\) and \(6,\)"):
+        load_demos(os.path.join(DATA, "Hopper-v4-medium.npz"), env)
+
+
+def test_unknown_env_id_is_one_sentence():
+    with pytest.raises(SystemExit, match="Unknown env id 'Hoper-v4'"):
+        make_env("Hoper-v4", 0)()
+    with pytest.raises(SystemExit, match="Unknown env id 'metaworld/nothing-v3'"):
+        make_env("metaworld/nothing-v3", 0)()
+
+
+def test_missing_policy_file():
+    with pytest.raises(SystemExit, match="Policy file x.npz not found"):
+        load_policy("x.npz")
+
+
+def test_minari_path(tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari")
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    env = make_env("Hopper-v4", 0)()
+    rng = np.random.default_rng(0)
+    buffers = []
+    for i, T in enumerate((5, 7)):
+        buffers.append(EpisodeBuffer(id=i, observations=list(rng.normal(size=(T + 1, 11))), actions=list(rng.uniform(-1, 1, (T, 3))),
+                                     rewards=list(rng.normal(size=T)), terminations=[False] * (T - 1) + [True],
+                                     truncations=[False] * T))
+    minari.create_dataset_from_buffers(dataset_id="test/hopper-tiny-v0", buffer=buffers, env=env.unwrapped.spec.id,
+                                       algorithm_name="random", observation_space=env.observation_space,
+                                       action_space=env.action_space)
+    d = load_demos("minari:test/hopper-tiny-v0", env)
+    assert d["observations"].shape == (12, 11) and d["next_observations"].shape == (12, 11)
+    assert d["actions"].shape == (12, 3) and d["terminations"].sum() == 2
+    assert np.allclose(d["next_observations"][0], d["observations"][1])
+
+
+def test_evaluate_metaworld_success_flag():
+    import metaworld.policies as P
+
+    pol = P.SawyerReachV3Policy()
+    ret, succ = evaluate(lambda o: np.clip(pol.get_action(o), -1, 1), "metaworld/reach-v3", episodes=2, seed=0)
+    assert succ == 1.0 and ret > 0
+    ret, succ = evaluate(lambda o: np.zeros(4, np.float32), "metaworld/reach-v3", episodes=1, seed=0)
+    assert succ == 0.0
+
+
+def test_logger_writes_csv_and_stops_on_nan(in_tmp):
+    class A:
+        lr = 1.0
+    log = Logger("t", A())
+    log.log(1, **{"losses/bc": 0.5, "eval/return": 3.0})
+    with pytest.raises(SystemExit, match="losses/bc became nan at step 2"):
+        log.log(2, **{"losses/bc": float("nan")})
+    log.close()
+    rows = open(in_tmp / "runs" / "t" / "metrics.csv").read().splitlines()
+    assert rows[0] == "step,key,value" and rows[1] == "1,losses/bc,0.5"
