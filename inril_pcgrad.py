@@ -145,7 +145,7 @@ def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
                 env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
         except (gym.error.Error, ValueError, KeyError, ImportError) as e:
             raise SystemExit(f"Unknown env id {env_id!r} ({e}): use a gymnasium MuJoCo id such as Hopper-v4, "
-                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.")
+                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.") from None
         env.action_space.seed(seed)
         return env
 
@@ -182,7 +182,7 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
         try:
             import minari
         except ImportError:
-            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.")
+            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
         eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
         d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
              "next_observations": np.concatenate([e.observations[1:] for e in eps]),
@@ -243,7 +243,8 @@ class Logger:
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
         self.writer = SummaryWriter(self.dir)
-        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
@@ -379,7 +380,8 @@ def main():
 
     envs = gym.vector.SyncVectorEnv([env_thunk(i) for i in range(args.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    demo_path = args.demo_path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", f"{args.env_id.replace('/', '-')}-medium.npz")
+    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    demo_path = args.demo_path or os.path.join(data_dir, f"{args.env_id.replace('/', '-')}-medium.npz")
     demos = load_demos(demo_path, make_env(args.env_id, args.seed)())
     obs_dim, act_dim = demos["observations"].shape[1], demos["actions"].shape[1] * k
     obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
@@ -458,7 +460,8 @@ def main():
                 for i in np.where(ended)[0]:
                     log.log(global_step, **{"charts/episodic_return": float(info["final_info"]["episode"]["r"][i])})
             with torch.no_grad():
-                buf["next_val"][t] = critic(torch.as_tensor(nxt, dtype=torch.float32, device=device)) * torch.as_tensor(1.0 - term, device=device)
+                not_term = torch.as_tensor(1.0 - term, dtype=torch.float32, device=device)
+                buf["next_val"][t] = critic(torch.as_tensor(nxt, dtype=torch.float32, device=device)) * not_term
             buf["obs"][t], buf["act"][t] = o, a
             buf["rew"][t] = torch.as_tensor(np.clip(r / np.sqrt(ret_var + 1e-8), -10, 10), device=device)
             buf["done"][t] = torch.as_tensor(ended.astype(np.float32), device=device)
@@ -473,7 +476,7 @@ def main():
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
         warmup = it < args.critic_warmup_iters
         kls, rhos, il_losses, pg_losses = [], [], [], []
-        for epoch in range(args.update_epochs):
+        for _epoch in range(args.update_epochs):
             perm = torch.randperm(batch, device=device)
             for s in range(0, batch, mb):
                 idx = perm[s:s + mb]

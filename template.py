@@ -50,7 +50,7 @@ def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
                 env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
         except (gym.error.Error, ValueError, KeyError, ImportError) as e:
             raise SystemExit(f"Unknown env id {env_id!r} ({e}): use a gymnasium MuJoCo id such as Hopper-v4, "
-                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.")
+                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.") from None
         env.action_space.seed(seed)
         return env
 
@@ -69,7 +69,7 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
         try:
             import minari
         except ImportError:
-            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.")
+            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
         eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
         d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
              "next_observations": np.concatenate([e.observations[1:] for e in eps]),
@@ -133,7 +133,8 @@ class Logger:
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
         self.writer = SummaryWriter(self.dir)
-        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])

@@ -1,0 +1,440 @@
+"""RLPD: SAC with offline data, LayerNorm critic ensemble, random-subset min target, high update-to-data ratio.
+
+Paper: Ball, Smith, Kostrikov, Levine, "Efficient Online Reinforcement Learning with Offline Data", ICML 2023,
+arXiv 2302.02948; official code ikostrikov/rlpd (JAX; read for the defaults below, not copied).
+
+What RLPD adds to SAC (Sec. 3 of the paper) -> code
+    Design choice 1, symmetric sampling: every batch is half online replay, half offline data
+        (--offline-ratio 0.5; 0 gives SAC from scratch on the same code)         -> sample_batch()
+    Design choice 2, LayerNorm in the critic (Dense -> LayerNorm -> ReLU)        -> CriticEnsemble
+    Design choice 3, sample efficiency: UTD G (--utd 20), an ensemble of E critics (--num-qs 10), and the TD
+        target from the min over a random subset of Z target critics (--num-min-qs 2), as in REDQ:
+        y = r + gamma * mask * ( min_{j in Z} Q'_j(s', a') - alpha log pi(a'|s') ),  a' ~ pi(.|s')
+                                                                                 -> subset_min_target(), td_target()
+    Critic loss: mean over the E critics and the batch of (Q_i(s, a) - y)^2      -> critic_loss()
+    Actor loss (SAC): E_s[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ],  a~ ~ pi(.|s)  -> actor_loss()
+    Temperature: loss alpha * (-log pi - target_entropy), target entropy -|A|/2  -> temperature_loss()
+    Loop per env step: one batch of utd x batch_size; utd critic steps (Polyak after each), then one actor
+    and one temperature step on the last slice (the official code's order).      -> main()
+The ensemble is one module with the ensemble as a leading dimension (batched matmul, no loop over critics).
+Masks are 0 only on termination, never on truncation. Dataset actions are clipped to +-(1 - 1e-5).
+
+Run:
+    python rlpd.py --env-id Hopper-v4                              # medium demos, the paper's defaults (UTD 20, E 10)
+    python rlpd.py --env-id Hopper-v4 --offline-ratio 0            # SAC from scratch, same code (with E 10, UTD 20)
+    python rlpd.py --env-id Walker2d-v4 --utd 2 --num-qs 2        # a CPU-friendly setting
+"""
+
+import csv
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """torch.backends.cudnn.deterministic"""
+    cuda: bool = False
+    """use CUDA if available"""
+    threads: int = 1
+    """torch CPU threads"""
+    env_id: str = "Hopper-v4"
+    """gymnasium MuJoCo id, or metaworld/<task>-v3"""
+    demo_path: str = ""
+    """offline data (.npz or minari:<id>); empty: data/<env-id>-medium.npz next to this file; none: no demos"""
+    total_timesteps: int = 250_000
+    """online env steps"""
+    buffer_size: int = 1_000_000
+    """online replay capacity"""
+    start_training: int = 5000
+    """uniform-random env steps before the first update"""
+    batch_size: int = 256
+    """minibatch of one critic step"""
+    utd: int = 20
+    """critic updates per env step (update-to-data ratio G)"""
+    num_qs: int = 10
+    """critic ensemble size E"""
+    num_min_qs: int = 2
+    """size Z of the random subset of target critics the TD target takes the min over"""
+    offline_ratio: float = 0.5
+    """fraction of every batch drawn from the offline data (0: SAC from scratch)"""
+    hidden: int = 256
+    """width of the 2 hidden layers of actor and critics"""
+    critic_layer_norm: bool = True
+    """LayerNorm after every hidden critic layer"""
+    actor_lr: float = 3e-4
+    """actor learning rate"""
+    critic_lr: float = 3e-4
+    """critic learning rate"""
+    temp_lr: float = 3e-4
+    """temperature learning rate"""
+    gamma: float = 0.99
+    """discount"""
+    tau: float = 0.005
+    """Polyak rate of the target critics (after every critic step)"""
+    init_temperature: float = 1.0
+    """initial alpha"""
+    backup_entropy: bool = True
+    """subtract alpha log pi(a'|s') in the TD target"""
+    eval_every: int = 5000
+    """env steps between evaluations"""
+    eval_episodes: int = 10
+    """deterministic evaluation episodes"""
+
+
+# ---- shared: make_env ----
+def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
+    """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
+    most 500 steps, the episode ends at success; info["success"] is set). Unknown ids end the run with one sentence."""
+
+    def thunk():
+        try:
+            if env_id.startswith("metaworld/"):
+                import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+
+                env = gym.make("Meta-World/MT1", env_name=env_id.split("/", 1)[1], seed=seed,  # has episode stats
+                               terminate_on_success=True, max_episode_steps=max_episode_steps or 500)
+            else:
+                env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
+        except (gym.error.Error, ValueError, KeyError, ImportError) as e:
+            raise SystemExit(f"Unknown env id {env_id!r} ({e}): use a gymnasium MuJoCo id such as Hopper-v4, "
+                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.") from None
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+# ---- end shared ----
+
+
+# ---- shared: load_demos ----
+DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+
+
+def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
+    """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
+    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    if path.startswith("minari:"):
+        try:
+            import minari
+        except ImportError:
+            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
+        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
+             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+    elif not os.path.exists(path):
+        raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
+                         f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
+    else:
+        with np.load(path) as f:
+            d = {k: f[k] for k in DEMO_KEYS}
+    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
+         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+    want_obs, want_act = env.observation_space.shape, env.action_space.shape
+    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+        raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
+                         f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
+                         "pass --demo-path made for this env.")
+    return d
+# ---- end shared ----
+
+
+# ---- shared: evaluate ----
+def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
+    env = make_env(env_id, seed)()
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret, info = False, 0.0, {}
+        while not done:
+            obs, r, term, trunc, info = env.step(act_fn(obs))
+            ret, done = ret + float(r), term or trunc
+        returns.append(ret)
+        successes.append(float(info["success"]) if "success" in info else np.nan)
+    env.close()
+    return float(np.mean(returns)), float(np.mean(successes))
+# ---- end shared ----
+
+
+# ---- shared: logger ----
+class Logger:
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+
+    def __init__(self, run_name: str, args):
+        self.dir = os.path.join("runs", run_name)
+        self.writer = SummaryWriter(self.dir)
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(["step", "key", "value"])
+
+    def log(self, step: int, **scalars: float):
+        for k, v in scalars.items():
+            if not np.isfinite(v) and k.startswith("losses/"):
+                raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
+            self.writer.add_scalar(k, v, step)
+            self.csv.writerow([step, k, float(v)])
+        self.file.flush()
+
+    def close(self):
+        self.writer.close()
+        self.file.close()
+# ---- end shared ----
+
+
+class ReplayBuffer:
+    """Online transitions in preallocated numpy arrays (mask = 1 - termination)."""
+
+    def __init__(self, obs_dim, act_dim, capacity):
+        self.obs, self.next_obs = np.zeros((capacity, obs_dim), np.float32), np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew, self.mask = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
+
+    def add(self, obs, act, rew, next_obs, mask):
+        i = self.ptr
+        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.mask[i] = obs, act, rew, next_obs, mask
+        self.ptr, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def arrays(self):
+        n = self.size
+        return {"observations": self.obs[:n], "actions": self.act[:n], "rewards": self.rew[:n],
+                "next_observations": self.next_obs[:n], "masks": self.mask[:n]}
+
+
+def demo_arrays(demos):
+    """Offline data in the buffer's layout: masks from terminations only; actions clipped to +-(1 - 1e-5)."""
+    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
+            "rewards": demos["rewards"], "next_observations": demos["next_observations"],
+            "masks": 1.0 - demos["terminations"]}
+
+
+def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
+    """utd minibatches at once, shape (utd, batch_size, ...): in every slice the first round(offline_ratio *
+    batch_size) rows come from `offline`, the rest from `online` (symmetric sampling). `is_offline` marks them."""
+    n_off = int(round(offline_ratio * batch_size)) if offline is not None else 0
+    parts = []
+    for src, n in ((offline, n_off), (online, batch_size - n_off)):
+        if n == 0:
+            continue
+        idx = rng.integers(0, len(src["rewards"]), size=(utd, n))
+        parts.append({k: v[idx] for k, v in src.items()} | {"is_offline": np.full((utd, n), src is offline, np.float32)})
+    return {k: torch.as_tensor(np.concatenate([p[k] for p in parts], axis=1)) for k in parts[0]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------
+class EnsembleLinear(nn.Module):
+    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
+
+    def __init__(self, num_members, inp, out):
+        super().__init__()
+        bound = 1 / np.sqrt(inp)
+        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out).uniform_(-bound, bound))
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine per member: (E, B, h) -> (E, B, h)."""
+
+    def __init__(self, num_members, h):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(num_members, 1, h)), nn.Parameter(torch.zeros(num_members, 1, h))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class CriticEnsemble(nn.Module):
+    """E critics Q_i(s, a), each Dense -> LayerNorm -> ReLU (x2) -> Dense(1), in one batched module."""
+
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True):
+        super().__init__()
+        self.num_qs = num_qs
+        norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
+        self.net = nn.Sequential(EnsembleLinear(num_qs, obs_dim + act_dim, hidden), norm(), nn.ReLU(),
+                                 EnsembleLinear(num_qs, hidden, hidden), norm(), nn.ReLU(), EnsembleLinear(num_qs, hidden, 1))
+
+    def forward(self, obs, act):
+        x = torch.cat([obs, act], -1)
+        return self.net(x.unsqueeze(0).expand(self.num_qs, *x.shape))  # (E, B, 1)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
+
+    def __init__(self, obs_dim, act_dim, hidden, low, high):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
+
+    def forward(self, obs, deterministic=False):
+        """Returns (action, log pi(action|obs) of shape (B, 1))."""
+        h = self.trunk(obs)
+        mean, log_std = self.mean(h), self.log_std(h).clamp(-20, 2)
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        a = torch.tanh(u)
+        logp = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - torch.log(self.scale * (1 - a.pow(2)) + 1e-6)
+        return a * self.scale + self.center, logp.sum(-1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses (pure functions; tests call them)
+# ----------------------------------------------------------------------------------------------------------
+def subset_min_target(q_next: torch.Tensor, num_min_qs: int, generator=None) -> torch.Tensor:
+    """min over a random subset (without replacement) of num_min_qs of the E target values: (E, B, 1) -> (B, 1)."""
+    idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]
+    return q_next[idx].min(0).values
+
+
+def td_target(rew, mask, q_next_min, next_logp, alpha, gamma, backup_entropy):
+    """y = r + gamma * mask * (min-subset Q'(s', a') - alpha log pi(a'|s') [if backup_entropy]); (B, 1)."""
+    v = q_next_min - alpha * next_logp if backup_entropy else q_next_min
+    return rew.unsqueeze(-1) + gamma * mask.unsqueeze(-1) * v
+
+
+def critic_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the E critics and the batch of (Q_i - y)^2; qs (E, B, 1), target (B, 1)."""
+    return ((qs - target.unsqueeze(0)) ** 2).mean()
+
+
+def actor_loss(qs_pi: torch.Tensor, logp: torch.Tensor, alpha) -> torch.Tensor:
+    """E[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ]; qs_pi (E, B, 1), logp (B, 1)."""
+    return (alpha * logp - qs_pi.mean(0)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """alpha * (entropy - target_entropy), entropy estimated as -log pi: lowers alpha when entropy is high."""
+    return (log_alpha.exp() * (-logp.detach() - target_entropy)).mean()
+
+
+def main():
+    args = tyro.cli(Args)
+    if not 1 <= args.num_min_qs <= args.num_qs:
+        raise SystemExit(f"--num-min-qs ({args.num_min_qs}) must be between 1 and --num-qs ({args.num_qs}).")
+    if not 0.0 <= args.offline_ratio < 1.0:
+        raise SystemExit(f"--offline-ratio must be in [0, 1) (got {args.offline_ratio}).")
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__off{args.offline_ratio}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    rng = np.random.default_rng(args.seed)
+
+    env = make_env(args.env_id, args.seed)()
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    offline = None
+    if args.offline_ratio > 0 and args.demo_path != "none":
+        data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+        demo_path = args.demo_path or os.path.join(data_dir, f"{args.env_id.replace('/', '-')}-medium.npz")
+        offline = demo_arrays(load_demos(demo_path, env))
+        print(f"offline data: {demo_path} ({len(offline['rewards'])} transitions), offline ratio {args.offline_ratio}")
+    log = Logger(run_name, args)
+
+    actor = Actor(obs_dim, act_dim, args.hidden, env.action_space.low, env.action_space.high).to(device)
+    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
+    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
+    target_critic.load_state_dict(critic.state_dict())
+    log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, device=device, requires_grad=True)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    temp_opt = torch.optim.Adam([log_alpha], lr=args.temp_lr)
+    target_entropy = -act_dim / 2
+    buffer = ReplayBuffer(obs_dim, act_dim, min(args.buffer_size, args.total_timesteps))
+
+    def eval_fn(o):
+        with torch.no_grad():
+            return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
+
+    obs, _ = env.reset(seed=args.seed)
+    pbar = tqdm(range(args.total_timesteps), desc=f"RLPD utd={args.utd} E={args.num_qs}")
+    for global_step in pbar:
+        # ---- act ----
+        if global_step < args.start_training:
+            action = env.action_space.sample()
+        else:
+            with torch.no_grad():
+                action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))[0][0].cpu().numpy()
+        next_obs, reward, term, trunc, info = env.step(action)
+        buffer.add(obs, action, reward, next_obs, 1.0 - float(term))  # bootstrap through truncations
+        obs = next_obs
+        if term or trunc:
+            log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
+            obs, _ = env.reset()
+
+        # ---- learn: utd critic steps, then one actor and one temperature step ----
+        if global_step >= args.start_training:
+            batch = {k: v.to(device) for k, v in sample_batch(buffer.arrays(), offline, args.batch_size, args.utd,
+                                                              args.offline_ratio, rng).items()}
+            alpha = log_alpha.exp().detach()
+            for i in range(args.utd):
+                b = {k: v[i] for k, v in batch.items()}
+                with torch.no_grad():
+                    next_a, next_logp = actor(b["next_observations"])
+                    q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
+                    y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
+                qs = critic(b["observations"], b["actions"])
+                c_loss = critic_loss(qs, y)
+                critic_opt.zero_grad()
+                c_loss.backward()
+                critic_opt.step()
+                with torch.no_grad():
+                    for p, tp in zip(critic.parameters(), target_critic.parameters()):
+                        tp.lerp_(p, args.tau)
+            a_pi, logp = actor(b["observations"])
+            a_loss = actor_loss(critic(b["observations"], a_pi), logp, alpha)
+            actor_opt.zero_grad()
+            a_loss.backward()
+            actor_opt.step()
+            t_loss = temperature_loss(log_alpha, logp, target_entropy)
+            temp_opt.zero_grad()
+            t_loss.backward()
+            temp_opt.step()
+            if (global_step - args.start_training) % 1000 == 0:
+                log.log(global_step, **{"losses/critic": c_loss.item(), "losses/actor": a_loss.item(),
+                                        "losses/temperature": t_loss.item(), "charts/alpha": alpha.item(),
+                                        "charts/q_mean": qs.mean().item(), "charts/entropy": -logp.mean().item(),
+                                        "charts/offline_fraction": b["is_offline"].mean().item()})
+
+        if (global_step + 1) % args.eval_every == 0:
+            ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
+            log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
+            pbar.set_postfix(eval_return=f"{ret:.0f}")
+
+    model_path = os.path.join(log.dir, "model.pt")
+    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "log_alpha": log_alpha.detach(),
+                "args": vars(args)}, model_path)
+    log.close()
+    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
