@@ -1,0 +1,96 @@
+"""ASAP: the 'real' env, reset-to-state replay, zero-init delta, tracking reward, the delta model learning."""
+import argparse
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import asap_delta as A
+from conftest import ROOT
+from template import load_policy
+
+POLICY = os.path.join(ROOT, "data", "Hopper-v4-expert-policy.npz")
+
+
+def test_real_env_passes_the_checker_and_differs():
+    real = A.PhysicsGap(gym.make("Hopper-v4").unwrapped, mass_scale=1.5, action_delay=1)
+    check_env(real, skip_render_check=True)
+    assert real.unwrapped.model.body_mass[1] == gym.make("Hopper-v4").unwrapped.model.body_mass[1] * 1.5
+    real.reset(seed=0)
+    _, _, _, _, _ = real.step(np.ones(3, np.float32))
+    assert np.allclose(real.queue[0], 1.0)  # the action waits one step
+
+
+def test_reset_to_state_replays_a_real_transition_exactly_when_physics_match():
+    act = load_policy(POLICY)
+    same = A.PhysicsGap(gym.make("Hopper-v4"))  # "real" with unchanged physics
+    trajs = A.collect_real(act, same, 1, 0.1, seed=0)
+    env = A.DeltaTrackingEnv("Hopper-v4", trajs, horizon=5, lam=0.1, seed=0)
+    for _ in range(5):
+        env.reset()
+        done = False
+        while not done:
+            _, r, term, trunc, info = env.step(np.zeros(3, np.float32))
+            # equal up to float round-off (MuJoCo's solver warm start is not part of the recorded state)
+            assert info["tracking_error"] < 1e-20 and -1e-20 < r <= 0.0
+            done = term or trunc
+
+
+def test_delta_starts_at_zero_and_shipped_policy_loads():
+    delta = A.GaussianMLP(14, 3, 0.1, zero_last=True)
+    assert torch.equal(delta.mean(torch.randn(8, 14)), torch.zeros(8, 3))
+    p = dict(np.load(POLICY))
+    actor = A.GaussianMLP(11, 3, 0.1, p["obs_mean"], p["obs_var"], init=p)
+    obs = np.load(os.path.join(ROOT, "data", "Hopper-v4-expert.npz"))["observations"][:64]
+    with torch.no_grad():
+        a = np.clip(actor.mean(torch.as_tensor(obs)).numpy(), -1, 1)
+    assert np.allclose(a, load_policy(POLICY)(obs), atol=1e-5)
+
+
+def test_tracking_reward_sign_and_shape():
+    err = A.state_error(np.zeros((4, 6)), np.zeros((4, 6)), np.ones((4, 6)), np.zeros((4, 6)))
+    assert err.shape == (4,) and np.allclose(err, 5.0)  # root x is not tracked
+    assert A.track_reward(0.0, np.zeros(3), 0.1) == 0.0
+    assert A.track_reward(1.0, np.zeros(3), 0.1) < A.track_reward(0.5, np.zeros(3), 0.1) < 0
+    assert A.track_reward(0.5, np.ones(3), 0.1) < A.track_reward(0.5, np.zeros(3), 0.1)
+
+
+def test_short_ppo_lowers_one_step_tracking_error(tmp_path, monkeypatch):
+    """Real motors at half strength: a short PPO run of the delta model lowers held-out one-step error."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    act = load_policy(POLICY)
+    trajs = A.collect_real(act, A.PhysicsGap(gym.make("Hopper-v4"), gear_scale=0.5), 4, 0.3, seed=0)
+    train, held = trajs[:3], trajs[3:]
+    args = argparse.Namespace(seed=0, num_steps=256, num_minibatches=8, update_epochs=10, lr=1e-3, gamma=0.0,
+                              gae_lambda=0.0, clip_coef=0.2, eval_every=10**9)
+    delta = A.GaussianMLP(14, 3, 0.3, zero_last=True)
+
+    class NoLog:
+        def log(self, step, **kw):
+            pass
+
+    fns = [lambda i=i: A.DeltaTrackingEnv("Hopper-v4", train, 1, 0.0, i) for i in range(4)]
+    before, _ = A.open_loop_error("Hopper-v4", held, 1, stride=1)
+    A.ppo(fns, delta, A.critic_net(14), 16_384, args, NoLog(), "delta")
+
+    def delta_fn(o, a):
+        with torch.no_grad():
+            return delta.mean(torch.as_tensor(np.concatenate([o, a]), dtype=torch.float32)).numpy()
+
+    after, _ = A.open_loop_error("Hopper-v4", held, 1, delta_fn=delta_fn, stride=1)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_cli_direct_and_bad_policy(in_tmp):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "asap_delta.py"), "--method", "direct", "--eval-episodes", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "direct transfer" in out.stdout
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "asap_delta.py"), "--env-id", "Walker2d-v4", "--policy-path", POLICY],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr and "takes observations of size 11" in out.stderr
