@@ -1,0 +1,543 @@
+"""ConRFT: reinforced fine-tuning of a consistency policy (Cal-QL offline stage, online stage with interventions).
+
+Paper: Chen et al., "ConRFT: A Reinforced Fine-tuning Method for VLA Models via Consistency Policy", RSS 2025,
+arXiv 2502.05450; official code cccedric/conrft (JAX; a public fork of it was read for the defaults, not copied).
+Here the VLA backbone is replaced by a state MLP (the method is the same on its action head).
+
+Equations -> code
+    Consistency policy (Sec. IV-A): pi_psi(a|s) = f_psi(a^k, k | s), a^k ~ N(0, k^2 I); Karras noise levels
+        k_m = (k_max^{1/rho} + (m-1)/(M-1) (k_min^{1/rho} - k_max^{1/rho}))^rho, k_min = 0.002, k_max = 80, rho 7,
+        M = 40; f = c_skip(k) a^k + c_out(k) F_psi(a^k, k, s) with c_skip = sd^2 / ((k - k_min)^2 + sd^2),
+        c_out = (k - k_min) sd / sqrt(k^2 + sd^2), sd = 0.5, so f is the identity at k_min.
+                                                                      -> karras_sigmas(), ConsistencyPolicy
+    Consistency (BC) term: L_c = E[ w(k_m) d(f_psi(a + k_m z, k_m | s), a) ], d = squared error, Karras weight
+        w(k) = 1/k^2 + 1/sd^2                                           -> consistency_loss()
+    Stage I critic, Cal-QL (Eq. 3): L_Q = alpha ( E_{s~D, a~pi}[ max(Q(s,a), V^mu(s)) ] - E_{(s,a)~D}[Q(s,a)] )
+        + 1/2 E[(Q - B^pi Qbar)^2]; the first term as CQL's logsumexp over random, current-policy and next-policy
+        actions, each Q lower-bounded by the Monte-Carlo return of the data (V^mu)   -> calibrate(), calql_loss()
+    Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c; Stage I: beta = 1, eta = 0.1.  -> policy_loss()
+    Stage II (Sec. IV-B): the same losses, batches half demo half online, beta faded from 1 by 5e-5 per update
+        to 0.05 (the code's schedule), optional per-step penalty in the reward, optional interventions (a
+        MetaWorld scripted policy or a shipped expert takes over at random, as rlif.py's random model; their
+        transitions go to both buffers, HIL-SERL style).
+Baseline on the same code: --bc-only (eta = 0, no critic: consistency BC alone).
+
+Run:
+    python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
+    python conrft.py --env-id metaworld/push-v3 --intervene-prob 0.05
+    python conrft.py --env-id Hopper-v4 --offline-steps 20000 --online-steps 50000
+"""
+
+import csv
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """torch.backends.cudnn.deterministic"""
+    cuda: bool = False
+    """use CUDA if available"""
+    threads: int = 1
+    """torch CPU threads"""
+    env_id: str = "metaworld/pick-place-v3"
+    """metaworld/<task>-v3 (sparse success reward) or a gymnasium MuJoCo id (its own reward)"""
+    demo_path: str = ""
+    """demos; empty: data/metaworld-<task>.npz, or data/<env-id>-medium.npz for locomotion"""
+    num_demos: int = 20
+    """demo episodes used (the first successful ones on MetaWorld)"""
+    offline_steps: int = 20_000
+    """Stage I gradient steps"""
+    online_steps: int = 50_000
+    """Stage II env steps (one update per step)"""
+    bc_only: bool = False
+    """baseline: consistency BC only (eta = 0, no critic), no online stage updates"""
+    num_scales: int = 40
+    """M, the number of Karras noise levels"""
+    sigma_min: float = 0.002
+    """k_min"""
+    sigma_max: float = 80.0
+    """k_max"""
+    sigma_data: float = 0.5
+    """sd in the skip scalings"""
+    rho: float = 7.0
+    """Karras schedule exponent"""
+    num_sample_steps: int = 1
+    """consistency sampling steps"""
+    eta: float = 0.1
+    """weight of -Q in the policy loss"""
+    beta: float = 1.0
+    """weight of the consistency loss (Stage I, and the start of Stage II)"""
+    beta_min: float = 0.05
+    """Stage II: beta fades to this"""
+    beta_decay: float = 5e-5
+    """Stage II: beta decreases by this per update"""
+    cql_alpha: float = 0.1
+    """alpha of the Cal-QL regulariser"""
+    cql_n_actions: int = 10
+    """sampled actions per kind (random, current, next) in the CQL term"""
+    num_qs: int = 2
+    """critic ensemble size"""
+    gamma: float = 0.95
+    """discount"""
+    tau: float = 0.005
+    """Polyak rate"""
+    batch_size: int = 256
+    """minibatch (half demo, half online in Stage II)"""
+    lr: float = 3e-4
+    """learning rate (actor and critic)"""
+    hidden: int = 256
+    """width of the 2 hidden layers"""
+    step_penalty: float = 0.0
+    """per-step penalty subtracted from the reward in Stage II (pushes for fast completion)"""
+    intervene_prob: float = 0.0
+    """Stage II: probability per learner step that the expert takes over (0: no interventions)"""
+    takeover_steps: int = 10
+    """steps the expert acts once it takes over"""
+    eval_every: int = 5000
+    """steps (Stage I: gradient steps; Stage II: env steps) between evaluations"""
+    eval_episodes: int = 10
+    """evaluation episodes (noise-free consistency sample)"""
+
+
+# ---- shared: make_env ----
+def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
+    """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
+    most 500 steps, the episode ends at success; info["success"] is set). Unknown ids end the run with one sentence."""
+
+    def thunk():
+        try:
+            if env_id.startswith("metaworld/"):
+                import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+
+                env = gym.make("Meta-World/MT1", env_name=env_id.split("/", 1)[1], seed=seed,  # has episode stats
+                               terminate_on_success=True, max_episode_steps=max_episode_steps or 500)
+            else:
+                env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
+        except (gym.error.Error, ValueError, KeyError, ImportError) as e:
+            raise SystemExit(f"Unknown env id {env_id!r} ({e}): use a gymnasium MuJoCo id such as Hopper-v4, "
+                             "or metaworld/<task>-v3 such as metaworld/pick-place-v3.") from None
+        env.action_space.seed(seed)
+        return env
+
+    return thunk
+# ---- end shared ----
+
+
+# ---- shared: load_demos ----
+DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
+
+
+def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
+    """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
+    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    if path.startswith("minari:"):
+        try:
+            import minari
+        except ImportError:
+            raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
+        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
+             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+    elif not os.path.exists(path):
+        raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
+                         f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
+    else:
+        with np.load(path) as f:
+            d = {k: f[k] for k in DEMO_KEYS}
+    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
+         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+    want_obs, want_act = env.observation_space.shape, env.action_space.shape
+    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+        raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
+                         f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
+                         "pass --demo-path made for this env.")
+    return d
+# ---- end shared ----
+
+
+# ---- shared: load_policy ----
+def load_policy(path: str):
+    """A shipped policy (data/<env>-<level>-policy.npz, see data/README.md) as a numpy function obs -> action."""
+    if not os.path.exists(path):
+        raise SystemExit(f"Policy file {path} not found: make it with `python data/make_data.py train --env-id <env>`.")
+    p = dict(np.load(path))
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = np.clip((obs - p["obs_mean"]) / np.sqrt(p["obs_var"] + 1e-8), -10, 10)
+        h = np.tanh(np.tanh(x @ p["W0"] + p["b0"]) @ p["W1"] + p["b1"])
+        return np.clip(h @ p["W2"] + p["b2"], -1.0, 1.0).astype(np.float32)
+
+    return act
+# ---- end shared ----
+
+
+# ---- shared: evaluate ----
+def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
+    env = make_env(env_id, seed)()
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret, info = False, 0.0, {}
+        while not done:
+            obs, r, term, trunc, info = env.step(act_fn(obs))
+            ret, done = ret + float(r), term or trunc
+        returns.append(ret)
+        successes.append(float(info["success"]) if "success" in info else np.nan)
+    env.close()
+    return float(np.mean(returns)), float(np.mean(successes))
+# ---- end shared ----
+
+
+# ---- shared: logger ----
+class Logger:
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+
+    def __init__(self, run_name: str, args):
+        self.dir = os.path.join("runs", run_name)
+        self.writer = SummaryWriter(self.dir)
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.file)
+        self.csv.writerow(["step", "key", "value"])
+
+    def log(self, step: int, **scalars: float):
+        for k, v in scalars.items():
+            if not np.isfinite(v) and k.startswith("losses/"):
+                raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
+            self.writer.add_scalar(k, v, step)
+            self.csv.writerow([step, k, float(v)])
+        self.file.flush()
+
+    def close(self):
+        self.writer.close()
+        self.file.close()
+# ---- end shared ----
+
+
+def first_episodes(demos, n, only_success):
+    """The first n episodes (the first n successful ones when `only_success`), with Monte-Carlo returns added."""
+    ends = np.where(np.logical_or(demos["terminations"], demos["truncations"]))[0]
+    keep, start = [], 0
+    for e in ends:
+        if not only_success or demos["terminations"][e] > 0:
+            keep.append(np.arange(start, e + 1))
+        start = e + 1
+        if len(keep) == n:
+            break
+    idx = np.concatenate(keep)
+    return {k: v[idx] for k, v in demos.items()}, len(keep)
+
+
+def mc_returns(rewards, ends, gamma):
+    """Discounted return-to-go within each episode (episodes end where `ends` is 1): V^mu of the data."""
+    out, g = np.zeros_like(rewards), 0.0
+    for i in reversed(range(len(rewards))):
+        g = rewards[i] + gamma * g * (1.0 - ends[i])
+        out[i] = g
+    return out
+
+
+class Buffer:
+    def __init__(self, obs_dim, act_dim, capacity):
+        shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (), "next_observations": (obs_dim,),
+                  "masks": (), "mc_returns": ()}
+        self.d = {k: np.zeros((capacity,) + s, np.float32) for k, s in shapes.items()}
+        self.size, self.capacity = 0, capacity
+
+    def add_many(self, rows):
+        n = len(rows["rewards"])
+        i = np.arange(self.size, self.size + n) % self.capacity
+        for k in self.d:
+            self.d[k][i] = rows[k]
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n, rng):
+        idx = rng.integers(0, self.size, n)
+        return {k: torch.as_tensor(v[idx]) for k, v in self.d.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------
+def karras_sigmas(num_scales, sigma_min, sigma_max, rho):
+    """The M noise levels from sigma_max down to sigma_min (Karras et al. 2022)."""
+    ramp = torch.linspace(0, 1, num_scales)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+class ConsistencyPolicy(nn.Module):
+    """f_psi(x, k | s) = c_skip(k) x + c_out(k) F_psi(x, k, s), clipped to the action box [-1, 1]."""
+
+    def __init__(self, obs_dim, act_dim, hidden, sigma_min, sigma_max, sigma_data, t_dim=16):
+        super().__init__()
+        self.act_dim, self.sigma_min, self.sigma_max, self.sd = act_dim, sigma_min, sigma_max, sigma_data
+        self.t_net = nn.Sequential(nn.Linear(1, t_dim), nn.Mish(), nn.Linear(t_dim, t_dim))
+        self.net = nn.Sequential(nn.Linear(obs_dim + act_dim + t_dim, hidden), nn.Mish(), nn.Linear(hidden, hidden), nn.Mish(),
+                                 nn.Linear(hidden, act_dim))
+
+    def scalings(self, sigma):
+        c_skip = self.sd**2 / ((sigma - self.sigma_min) ** 2 + self.sd**2)
+        c_out = (sigma - self.sigma_min) * self.sd / (sigma**2 + self.sd**2).sqrt()
+        return c_skip, c_out
+
+    def forward(self, obs, x, sigma):
+        """obs (B, o), noised action x (B, a), noise level sigma (B, 1) -> clean action (B, a)."""
+        c_skip, c_out = self.scalings(sigma)
+        c_in = 1 / (sigma**2 + self.sd**2).sqrt()
+        h = self.net(torch.cat([obs, c_in * x, self.t_net(0.25 * torch.log(sigma))], -1))
+        return (c_skip * x + c_out * h).clamp(-1, 1)
+
+    def sample(self, obs, sigmas, steps=1, noise=True):
+        """Consistency sampling: a = f(k_max z, k_max | s), then steps - 1 re-noise/denoise rounds. noise=False
+        starts from z = 0 (the evaluation action)."""
+        b = obs.shape[0]
+        z = torch.randn(b, self.act_dim) if noise else torch.zeros(b, self.act_dim)
+        a = self(obs, self.sigma_max * z, torch.full((b, 1), self.sigma_max))
+        for k in torch.linspace(0, len(sigmas) - 1, steps + 1)[1:-1].long():
+            s = sigmas[k]
+            x = a + (s**2 - self.sigma_min**2).sqrt() * (torch.randn_like(a) if noise else 0.0)
+            a = self(obs, x, torch.full((b, 1), float(s)))
+        return a
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
+
+    def __init__(self, num_members, inp, out):
+        super().__init__()
+        bound = 1 / np.sqrt(inp)
+        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out).uniform_(-bound, bound))
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class CriticEnsemble(nn.Module):
+    """E critics Q_i(s, a), Dense -> LayerNorm -> ReLU (x2) -> Dense(1), batched; actions may carry an extra
+    sample axis: obs (B, o), act (B, a) -> (E, B, 1); act (B, n, a) -> (E, B, n)."""
+
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256):
+        super().__init__()
+        self.num_qs = num_qs
+        self.l1, self.l2 = EnsembleLinear(num_qs, obs_dim + act_dim, hidden), EnsembleLinear(num_qs, hidden, hidden)
+        self.l3 = EnsembleLinear(num_qs, hidden, 1)
+
+    def forward(self, obs, act):
+        if act.dim() == 3:
+            n = act.shape[1]
+            flat_obs = obs.unsqueeze(1).expand(-1, n, -1).reshape(-1, obs.shape[-1])
+            return self(flat_obs, act.reshape(-1, act.shape[-1])).reshape(self.num_qs, -1, n)
+        x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.num_qs, -1, -1)
+        x = F.relu(F.layer_norm(self.l1(x), (self.l1.weight.shape[-1],)))
+        x = F.relu(F.layer_norm(self.l2(x), (self.l2.weight.shape[-1],)))
+        return self.l3(x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses (pure functions; tests call them)
+# ----------------------------------------------------------------------------------------------------------
+def consistency_loss(policy, obs, act, sigmas, sigma_data):
+    """L_c = E_m,z[ w(k_m) mean_dims (f(a + k_m z, k_m | s) - a)^2 ], k_m from the first M - 1 levels,
+    w(k) = 1/k^2 + 1/sd^2 (Karras weighting)."""
+    idx = torch.randint(0, len(sigmas) - 1, (obs.shape[0],))
+    k = sigmas[idx].unsqueeze(-1)
+    recon = policy(obs, act + k * torch.randn_like(act), k)
+    w = 1 / k**2 + 1 / sigma_data**2
+    return (((recon - act) ** 2).mean(-1, keepdim=True) * w).mean()
+
+
+def calibrate(q: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
+    """Cal-QL's calibration max(Q, V^mu): never below the behaviour value."""
+    return torch.maximum(q, mc)
+
+
+def calql_loss(critic, target_critic, policy, b, sigmas, args):
+    """TD loss (min over the target ensemble, next action from the policy) + alpha * Cal-QL regulariser."""
+    with torch.no_grad():
+        next_a = policy.sample(b["next_observations"], sigmas, args.num_sample_steps)
+        q_next = target_critic(b["next_observations"], next_a).min(0).values.squeeze(-1)
+        y = b["rewards"] + args.gamma * b["masks"] * q_next
+    q_pred = critic(b["observations"], b["actions"]).squeeze(-1)  # (E, B)
+    td = ((q_pred - y) ** 2).mean()
+    B, n, a_dim = b["rewards"].shape[0], args.cql_n_actions, b["actions"].shape[-1]
+    with torch.no_grad():
+        rand = torch.rand(B, n, a_dim) * 2 - 1
+        rep = lambda o: o.unsqueeze(1).expand(-1, n, -1).reshape(B * n, -1)  # noqa: E731
+        cur = policy.sample(rep(b["observations"]), sigmas, args.num_sample_steps).reshape(B, n, a_dim)
+        nxt = policy.sample(rep(b["next_observations"]), sigmas, args.num_sample_steps).reshape(B, n, a_dim)
+    q_ood = calibrate(critic(b["observations"], torch.cat([rand, cur, nxt], 1)), b["mc_returns"].view(1, B, 1))
+    cat = torch.cat([q_ood, q_pred.unsqueeze(-1)], -1)
+    cql_diff = torch.logsumexp(cat, -1) - np.log(cat.shape[-1]) - q_pred
+    return td + args.cql_alpha * cql_diff.mean(), td, cql_diff.mean()
+
+
+def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
+    """L_pi = -eta E[Q(s, a~pi)] + beta L_c."""
+    l_c = consistency_loss(policy, obs, act, sigmas, args.sigma_data)
+    if eta == 0:
+        return beta * l_c, l_c, torch.zeros(())
+    q = critic(obs, policy.sample(obs, sigmas, args.num_sample_steps)).mean(0)
+    return -eta * q.mean() + beta * l_c, l_c, q.mean()
+
+
+def main():
+    args = tyro.cli(Args)
+    mode = "bc" if args.bc_only else "conrft"
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{mode}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    sparse = args.env_id.startswith("metaworld/")
+    task = args.env_id.split("/", 1)[-1]
+
+    env = make_env(args.env_id, args.seed)()
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    demo_path = args.demo_path or os.path.join(data_dir, f"metaworld-{task}.npz" if sparse else f"{args.env_id}-medium.npz")
+    demos, n_ep = first_episodes(load_demos(demo_path, env), args.num_demos, only_success=sparse)
+    if sparse:  # the sparse task reward: 1 at the (terminal) success step
+        demos["rewards"] = demos["terminations"].copy()
+    ends = np.logical_or(demos["terminations"], demos["truncations"]).astype(np.float32)
+    demos.update(masks=1.0 - demos["terminations"], mc_returns=mc_returns(demos["rewards"], ends, args.gamma),
+                 actions=np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5))
+    print(f"demos: {demo_path}, {n_ep} episodes, {len(demos['rewards'])} transitions")
+    demo_buf = Buffer(obs_dim, act_dim, len(demos["rewards"]) + args.online_steps)
+    demo_buf.add_many(demos)
+    online_buf = Buffer(obs_dim, act_dim, max(args.online_steps, 1))
+    log = Logger(run_name, args)
+
+    sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
+    policy = ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data)
+    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
+    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
+    target_critic.load_state_dict(critic.state_dict())
+    actor_opt, critic_opt = torch.optim.Adam(policy.parameters(), lr=args.lr), torch.optim.Adam(critic.parameters(), lr=args.lr)
+    eta = 0.0 if args.bc_only else args.eta
+
+    def eval_fn(o):
+        with torch.no_grad():
+            o = torch.as_tensor(o, dtype=torch.float32)[None]
+            return policy.sample(o, sigmas, args.num_sample_steps, noise=False)[0].numpy()
+
+    def update(b, beta):
+        stats = {}
+        if not args.bc_only:
+            c_loss, td, cql = calql_loss(critic, target_critic, policy, b, sigmas, args)
+            critic_opt.zero_grad()
+            c_loss.backward()
+            critic_opt.step()
+            with torch.no_grad():
+                for p, tp in zip(critic.parameters(), target_critic.parameters()):
+                    tp.lerp_(p, args.tau)
+            stats = {"losses/critic": c_loss.item(), "losses/td": td.item(), "losses/cql_diff": cql.item()}
+        p_loss, l_c, q = policy_loss(policy, critic, b["observations"], b["actions"], sigmas, args, beta, eta)
+        actor_opt.zero_grad()
+        p_loss.backward()
+        actor_opt.step()
+        return stats | {"losses/policy": p_loss.item(), "losses/consistency": l_c.item(), "charts/q_policy": q.item()}
+
+    # ---- Stage I: offline (Cal-QL critic + consistency policy on the demos) ----
+    for step in tqdm(range(args.offline_steps), desc="stage I (offline)"):
+        stats = update(demo_buf.sample(args.batch_size, rng), args.beta)
+        if step % 1000 == 0:
+            log.log(step, **{k.replace("losses/", "offline/"): v for k, v in stats.items()})
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.offline_steps:
+            ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
+            log.log(step + 1, **{"offline/eval_return": ret, "offline/eval_success": succ})
+    ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
+    log.log(0, **{"eval/return": ret, "eval/success": succ})
+    print(f"after Stage I: eval/return {ret:.1f}, eval/success {succ:.2f}")
+
+    # ---- Stage II: online (half demo, half online batches, fading beta, optional interventions) ----
+    expert = None
+    if args.intervene_prob > 0:
+        if sparse:
+            import metaworld.policies as P
+
+            name = "Sawyer" + "".join(w.capitalize() for w in task[:-3].split("-")) + "V3Policy"
+            scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
+            expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)  # noqa: E731
+        else:
+            expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
+    beta, episode, takeover_left, window = args.beta, [], 0, []
+    obs, _ = env.reset(seed=args.seed)
+    online_steps = 0 if args.bc_only else args.online_steps
+    pbar = tqdm(range(online_steps), desc="stage II (online)")
+    for global_step in pbar:
+        if takeover_left == 0 and expert is not None and rng.random() < args.intervene_prob:
+            takeover_left = args.takeover_steps
+        by_expert = takeover_left > 0
+        if by_expert:
+            action, takeover_left = expert(obs), takeover_left - 1
+        else:
+            with torch.no_grad():
+                action = policy.sample(torch.as_tensor(obs, dtype=torch.float32)[None], sigmas, args.num_sample_steps)[0].numpy()
+        next_obs, reward, term, trunc, info = env.step(action)
+        r = (float(info["success"]) if sparse else float(reward)) - args.step_penalty
+        episode.append((obs, action, r, next_obs, 1.0 - float(term), by_expert))
+        window.append(float(by_expert))
+        obs = next_obs
+        if term or trunc:  # store the episode with its Monte-Carlo returns; expert steps also go to the demos
+            rows = {k: np.array([e[i] for e in episode], np.float32) for i, k in
+                    enumerate(("observations", "actions", "rewards", "next_observations", "masks"))}
+            ends = np.zeros(len(episode), np.float32)
+            ends[-1] = 1.0
+            rows["mc_returns"] = mc_returns(rows["rewards"], ends, args.gamma)
+            online_buf.add_many(rows)
+            was_expert = np.array([e[5] for e in episode])
+            if was_expert.any():
+                demo_buf.add_many({k: v[was_expert] for k, v in rows.items()})
+            log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"]),
+                                    "charts/success": float(info.get("success", np.nan))})
+            episode, takeover_left = [], 0
+            obs, _ = env.reset()
+        if online_buf.size > 0:
+            half = args.batch_size // 2
+            d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
+            stats = update({k: torch.cat([d[k], o[k]]) for k in d}, beta)
+            beta = max(args.beta_min, beta - args.beta_decay)
+            if global_step % 1000 == 0:
+                log.log(global_step, **stats, **{"charts/beta": beta})
+        if (global_step + 1) % 1000 == 0:
+            log.log(global_step + 1, **{"charts/intervention_rate": float(np.mean(window))})
+            window = []
+        if (global_step + 1) % args.eval_every == 0:
+            ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
+            log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
+            pbar.set_postfix(eval_success=f"{succ:.2f}", eval_return=f"{ret:.0f}")
+
+    model_path = os.path.join(log.dir, "model.pt")
+    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas, "args": vars(args)}, model_path)
+    log.close()
+    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
