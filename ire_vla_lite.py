@@ -65,7 +65,7 @@ class Args:
     num_iterations: int = 2
     """rounds of (RL stage, SFT stage) after stage 0"""
     max_episode_steps: int = 200
-    """episode limit for RL and evaluation"""
+    """episode limit for RL rollouts (evaluation uses MetaWorld's 500, as every file's evaluate())"""
     d_model: int = 64
     """Transformer width"""
     n_layers: int = 2
@@ -162,6 +162,25 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
     return d
+# ---- end shared ----
+
+
+# ---- shared: evaluate ----
+def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
+    env = make_env(env_id, seed)()
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret, info = False, 0.0, {}
+        while not done:
+            obs, r, term, trunc, info = env.step(act_fn(obs))
+            ret, done = ret + float(r), term or trunc
+        returns.append(ret)
+        successes.append(float(info["success"]) if "success" in info else np.nan)
+    env.close()
+    return float(np.mean(returns)), float(np.mean(successes))
 # ---- end shared ----
 
 
@@ -378,18 +397,15 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
 
 
 def success_rate(model, task, episodes, args):
-    env = make_env(f"metaworld/{task}", 10_000 + args.seed, args.max_episode_steps)()
-    words, wins = model.tokens(task)[None], []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=10_000 + args.seed + ep)
-        done, info = False, {}
-        while not done:
-            with torch.no_grad():
-                a = model.action_head(model.backbone(torch.as_tensor(obs, dtype=torch.float32)[None], words))[0]
-            obs, _, term, trunc, info = env.step(a.clamp(-1, 1).numpy())
-            done = term or trunc
-        wins.append(float(info["success"]))
-    return float(np.mean(wins))
+    """evaluate() with the instruction of `task`: deterministic (the action head's mean) success rate."""
+    words = model.tokens(task)[None]
+
+    def act(obs):
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)[None]
+            return model.action_head(model.backbone(o, words))[0].clamp(-1, 1).numpy()
+
+    return evaluate(act, f"metaworld/{task}", episodes, 10_000 + args.seed)[1]
 
 
 def main():
