@@ -17,7 +17,7 @@ Pipeline (Sec. III) -> code
         in sim, PPO from the pre-trained weights                                          -> AlignedSim, ppo()
     Stage 5, deploy in real                                                               -> evaluate() on the real env id
 Baselines on the same code (--method): `direct` (no fine-tuning), `finetune-sim` (fine-tune in plain sim),
-`sysid` (random search over the physics scales on the same tracking error, then fine-tune in that sim).
+`sysid` (coordinate search over the physics scales on the same tracking error, then fine-tune in that sim).
 
 "Real" (PhysicsGap, a gymnasium wrapper that passes gymnasium's env checker): torso mass x --mass-scale,
 friction x --friction-scale, actuator gear x --gear-scale, and --action-delay steps of delay. Default: torso
@@ -89,8 +89,10 @@ class Args:
     """PPO env steps of policy fine-tuning"""
     finetune_std: float = 0.1
     """initial exploration std of the fine-tuned policy"""
-    sysid_samples: int = 100
-    """sysid: random physics scales tried (log-uniform in [0.5, 2])"""
+    sysid_grid: int = 13
+    """sysid: values per physics scale on a log grid over [0.5, 2]"""
+    sysid_rounds: int = 2
+    """sysid: rounds of coordinate search over (mass, friction, gear)"""
     num_envs: int = 8
     """parallel envs for PPO"""
     num_steps: int = 256
@@ -456,6 +458,19 @@ def ppo(env_fns, actor, critic, total_steps, args, log, tag, on_eval=None, warmu
     envs.close()
 
 
+def evaluate_in(make, act_fn, episodes, seed):
+    """Mean return of act_fn in the env `make()` builds (the sim a method fine-tunes in), episodes as evaluate()."""
+    env, rets = make(), []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(act_fn(obs))
+            ret, done = ret + float(r), term or trunc
+        rets.append(ret)
+    return float(np.mean(rets))
+
+
 def critic_net(inp):
     return nn.Sequential(nn.Linear(inp, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
 
@@ -518,20 +533,25 @@ def main():
             print(f"with the delta model: error {err_d:.4f} (was {err:.4f}), joint angle {ang_d:.4f} rad (was {ang:.4f})")
             sim_fn = lambda i: (lambda: AlignedSim(make_env(args.env_id, args.seed + i)(), delta))  # noqa: E731
             saved["delta"] = delta.state_dict()
-        elif args.method == "sysid":  # baseline: search the physics scales on the same tracking error
-            rng, best = np.random.default_rng(args.seed), (err, (1.0, 1.0, 1.0))
-            for _ in tqdm(range(args.sysid_samples), desc="sysid"):
-                s = tuple(np.exp(rng.uniform(np.log(0.5), np.log(2.0), 3)))
-                e, _ = open_loop_error(args.env_id, train, args.delta_horizon, stride=10,
-                                       make=lambda s=s: PhysicsGap(gym.make(args.env_id), *s))
-                best = min(best, (e, s))
-            scales = best[1]
+        elif args.method == "sysid":  # baseline: coordinate search of the physics scales on the same tracking error
+            scales, grid = [1.0, 1.0, 1.0], np.exp(np.linspace(np.log(0.5), np.log(2.0), args.sysid_grid))
+            for _ in tqdm(range(args.sysid_rounds), desc="sysid"):
+                for j in range(3):  # mass, friction, gear: scan one on the log grid, the others held
+                    trials = [scales[:j] + [g] + scales[j + 1:] for g in grid]
+                    errs = [open_loop_error(args.env_id, train, args.delta_horizon, stride=10,
+                                            make=lambda s=s: PhysicsGap(gym.make(args.env_id), *s))[0] for s in trials]
+                    scales = trials[int(np.argmin(errs))]
             err_s, ang_s = open_loop_error(args.env_id, held, args.delta_horizon, make=lambda: PhysicsGap(gym.make(args.env_id), *scales))
             log.log(0, **{"tracking/sysid_error": err_s, "tracking/sysid_angle_error": ang_s, "sysid/mass_scale": scales[0],
                           "sysid/friction_scale": scales[1], "sysid/gear_scale": scales[2]})
             print(f"sysid: mass x{scales[0]:.2f}, friction x{scales[1]:.2f}, gear x{scales[2]:.2f}; held-out error {err_s:.4f}")
             sim_fn = lambda i: (lambda: gym.wrappers.RecordEpisodeStatistics(PhysicsGap(gym.make(args.env_id), *scales)))  # noqa: E731
             saved["sysid_scales"] = scales
+
+        # alignment check: the pre-trained policy's return in the sim it will be fine-tuned in (real: real_ret)
+        train_sim_ret = evaluate_in(sim_fn(0), policy_act, args.eval_episodes, eval_seed)
+        log.log(0, **{"eval/train_sim_return": train_sim_ret})
+        print(f"pre-trained policy in the fine-tuning sim ({args.method}): {train_sim_ret:.0f} (real {real_ret:.0f}, sim {sim_ret:.0f})")
 
         # ---- stage 4: fine-tune the policy in the (aligned) sim, evaluating in real ----
         def act_det(o):
