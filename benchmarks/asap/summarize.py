@@ -55,7 +55,7 @@ def main():
     for gap, method, seed, step, key, value in rows:
         runs[(gap, method, seed)][key].append((step, value))
     gaps = sorted({k[0] for k in runs})
-    ms = lambda xs: f"{np.mean(xs):.4g} +- {np.std(xs):.2g}" if xs else "-"  # noqa: E731
+    ms = lambda xs: f"{np.mean(xs):.4g} +- {np.std(xs):.3g}" if xs else "-"  # noqa: E731
 
     def vals(gap, method, key, pick):
         return [pick(sorted(r[key])) for k, r in runs.items() if k[0] == gap and k[1] == method and r.get(key)]
