@@ -385,7 +385,11 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
             for s in range(0, N * T, mb):
                 i = perm[s:s + mb]
                 f = model.backbone(flat["obs"][i], flat_w[i]) if whole_model else flat["feat"][i]
-                logp = torch.distributions.Normal(model.action_head(f), model.log_std.exp()).log_prob(flat["act"][i]).sum(-1)
+                mean = model.action_head(f)
+                if not torch.isfinite(mean).all():
+                    raise SystemExit(f"The policy's actions became NaN in {tag}: lower --rl-lr (PPO on the whole model, "
+                                     "the plain-rl baseline, is the unstable case the paper describes).")
+                logp = torch.distributions.Normal(mean, model.log_std.exp()).log_prob(flat["act"][i]).sum(-1)
                 loss = ppo_loss(logp, flat["logp"][i], flat_adv[i], args.clip_coef) + 0.5 * (
                     (model.critic_head(f).squeeze(-1) - flat_ret[i]) ** 2).mean()
                 opt.zero_grad()
