@@ -246,6 +246,9 @@ def first_episodes(demos, n, only_success):
         start = e + 1
         if len(keep) == n:
             break
+    if not keep:
+        raise SystemExit("The demo file holds no " + ("successful " if only_success else "") + "episode: pass --demo-path "
+                         "with demonstrations for this task.")
     idx = np.concatenate(keep)
     return {k: v[idx] for k, v in demos.items()}, len(keep)
 

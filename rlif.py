@@ -523,9 +523,11 @@ def main():
         with torch.no_grad():
             return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
 
-    def q(o, a):
+    def q_pair(o, a_learner, a_expert):
+        """Q_ref(s, a_learner), Q_ref(s, a_expert) in one forward pass."""
         with torch.no_grad():
-            return qref(torch.as_tensor(o, dtype=torch.float32)[None], torch.as_tensor(a, dtype=torch.float32)[None]).item()
+            o2 = torch.as_tensor(np.stack([o, o]), dtype=torch.float32)
+            return qref(o2, torch.as_tensor(np.stack([a_learner, a_expert]), dtype=torch.float32)).tolist()
 
     obs, _ = env.reset(seed=args.seed)
     takeover_left, pending, window = 0, None, []
@@ -540,7 +542,7 @@ def main():
         started = False
         if takeover_left == 0 and args.algo != "dagger":
             if args.intervention == "value":
-                started = should_intervene(q(obs, a_l), q(obs, a_e), args.intervene_alpha, args.intervene_beta, rng.random())
+                started = should_intervene(*q_pair(obs, a_l, a_e), args.intervene_alpha, args.intervene_beta, rng.random())
             else:
                 started = rng.random() < args.intervene_prob
             if started:
