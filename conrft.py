@@ -20,11 +20,17 @@ Equations -> code
         to 0.05 (the code's schedule), optional per-step penalty in the reward, optional interventions (a
         MetaWorld scripted policy or a shipped expert takes over at random, as rlif.py's random model; their
         transitions go to both buffers, HIL-SERL style).
-Baseline on the same code: --bc-only (eta = 0, no critic: consistency BC alone).
+Baselines on the same code (--algo):
+    bc-only: eta = 0, no critic: consistency BC alone (Stage I only).
+    sac: plain SAC fine-tuning from the same start: a tanh-Gaussian actor goes through the same Stage I (Cal-QL
+        critic, L_pi = -eta Q + beta L_bc with L_bc = -log pi(a_demo|s)), then Stage II is SAC as HIL-SERL runs
+        it (no BC term, no CQL term, TD target without entropy backup, automatic temperature from 0.01, same
+        50/50 buffers and interventions).                              -> GaussianActor, sac_losses()
 
 Run:
     python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
     python conrft.py --env-id metaworld/push-v3 --intervene-prob 0.05
+    python conrft.py --algo sac                               # plain SAC fine-tuning baseline
     python conrft.py --env-id Hopper-v4 --offline-steps 20000 --online-steps 50000
 """
 
@@ -34,6 +40,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -67,8 +74,11 @@ class Args:
     """Stage I gradient steps"""
     online_steps: int = 50_000
     """Stage II env steps (one update per step)"""
-    bc_only: bool = False
-    """baseline: consistency BC only (eta = 0, no critic), no online stage updates"""
+    algo: Literal["conrft", "bc-only", "sac"] = "conrft"
+    """conrft; bc-only: consistency BC alone (eta = 0, no critic, no online stage); sac: a tanh-Gaussian actor
+    through the same Stage I (BC term = its negative log-likelihood), then plain SAC in Stage II"""
+    init_temperature: float = 0.01
+    """--algo sac, Stage II: initial SAC temperature (HIL-SERL's 0.01; auto-tuned to entropy -|A|/2)"""
     num_scales: int = 40
     """M, the number of Karras noise levels"""
     sigma_min: float = 0.002
@@ -325,6 +335,33 @@ class ConsistencyPolicy(nn.Module):
         return a
 
 
+class GaussianActor(nn.Module):
+    """--algo sac: tanh-Gaussian actor (state-dependent log-std in [-20, 2]) with ConsistencyPolicy's sample()
+    interface, so Cal-QL and the rollout code take either policy."""
+
+    def __init__(self, obs_dim, act_dim, hidden):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
+
+    def dist(self, obs):
+        h = self.net(obs)
+        return torch.distributions.Normal(self.mean(h), self.log_std(h).clamp(-20, 2).exp())
+
+    def forward(self, obs):
+        """A reparameterised action a = tanh(u) and its log-probability (with the tanh correction)."""
+        d = self.dist(obs)
+        u = d.rsample()
+        return torch.tanh(u), (d.log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
+
+    def log_prob(self, obs, act):
+        u = torch.atanh(act.clamp(-1 + 1e-5, 1 - 1e-5))
+        return (self.dist(obs).log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
+
+    def sample(self, obs, sigmas=None, steps=1, noise=True):
+        return self(obs)[0] if noise else torch.tanh(self.dist(obs).mean)
+
+
 class EnsembleLinear(nn.Module):
     """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
 
@@ -398,18 +435,34 @@ def calql_loss(critic, target_critic, policy, b, sigmas, args):
 
 
 def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
-    """L_pi = -eta E[Q(s, a~pi)] + beta L_c."""
-    l_c = consistency_loss(policy, obs, act, sigmas, args.sigma_data)
+    """L_pi = -eta E[Q(s, a~pi)] + beta L_c (Eq. 4); for a GaussianActor L_c is replaced by -log pi(a|s)."""
+    if isinstance(policy, GaussianActor):
+        l_c = -policy.log_prob(obs, act).mean()
+    else:
+        l_c = consistency_loss(policy, obs, act, sigmas, args.sigma_data)
     if eta == 0:
         return beta * l_c, l_c, torch.zeros(())
     q = critic(obs, policy.sample(obs, sigmas, args.num_sample_steps)).mean(0)
     return -eta * q.mean() + beta * l_c, l_c, q.mean()
 
 
+def sac_losses(actor, critic, target_critic, log_alpha, b, gamma, target_entropy):
+    """--algo sac, Stage II (HIL-SERL's SAC): critic TD to y = r + gamma mask min_i Q'_i(s', a'), a' ~ pi (no
+    entropy backup); actor alpha log pi(a~|s) - mean_i Q_i(s, a~); temperature alpha (-log pi - target)."""
+    with torch.no_grad():
+        next_a, _ = actor(b["next_observations"])
+        y = b["rewards"] + gamma * b["masks"] * target_critic(b["next_observations"], next_a).min(0).values.squeeze(-1)
+    c_loss = ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
+    a_pi, logp = actor(b["observations"])
+    alpha = log_alpha.exp()
+    a_loss = (alpha.detach() * logp - critic(b["observations"], a_pi).mean(0).squeeze(-1)).mean()
+    t_loss = (alpha * (-logp.detach() - target_entropy)).mean()
+    return c_loss, a_loss, t_loss
+
+
 def main():
     args = tyro.cli(Args)
-    mode = "bc" if args.bc_only else "conrft"
-    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{mode}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.algo}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -436,21 +489,38 @@ def main():
     log = Logger(run_name, args)
 
     sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
-    policy = ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data)
+    if args.algo == "sac":
+        policy = GaussianActor(obs_dim, act_dim, args.hidden)
+    else:
+        policy = ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data)
     critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic.load_state_dict(critic.state_dict())
     actor_opt, critic_opt = torch.optim.Adam(policy.parameters(), lr=args.lr), torch.optim.Adam(critic.parameters(), lr=args.lr)
-    eta = 0.0 if args.bc_only else args.eta
+    eta = 0.0 if args.algo == "bc-only" else args.eta
+    log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, requires_grad=True)
+    temp_opt = torch.optim.Adam([log_alpha], lr=args.lr)
 
     def eval_fn(o):
         with torch.no_grad():
             o = torch.as_tensor(o, dtype=torch.float32)[None]
             return policy.sample(o, sigmas, args.num_sample_steps, noise=False)[0].numpy()
 
+    def sac_update(b):
+        c_loss, a_loss, t_loss = sac_losses(policy, critic, target_critic, log_alpha, b, args.gamma, -act_dim / 2)
+        for loss, opt in ((c_loss, critic_opt), (a_loss, actor_opt), (t_loss, temp_opt)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            for p, tp in zip(critic.parameters(), target_critic.parameters()):
+                tp.lerp_(p, args.tau)
+        return {"losses/critic": c_loss.item(), "losses/policy": a_loss.item(), "losses/temperature": t_loss.item(),
+                "charts/alpha": log_alpha.exp().item()}
+
     def update(b, beta):
         stats = {}
-        if not args.bc_only:
+        if args.algo != "bc-only":
             c_loss, td, cql = calql_loss(critic, target_critic, policy, b, sigmas, args)
             critic_opt.zero_grad()
             c_loss.backward()
@@ -490,7 +560,7 @@ def main():
             expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
     beta, episode, takeover_left, window = args.beta, [], 0, []
     obs, _ = env.reset(seed=args.seed)
-    online_steps = 0 if args.bc_only else args.online_steps
+    online_steps = 0 if args.algo == "bc-only" else args.online_steps
     pbar = tqdm(range(online_steps), desc="stage II (online)")
     for global_step in pbar:
         if takeover_left == 0 and expert is not None and rng.random() < args.intervene_prob:
@@ -523,7 +593,8 @@ def main():
         if online_buf.size > 0:
             half = args.batch_size // 2
             d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
-            stats = update({k: torch.cat([d[k], o[k]]) for k in d}, beta)
+            b = {k: torch.cat([d[k], o[k]]) for k in d}
+            stats = sac_update(b) if args.algo == "sac" else update(b, beta)
             beta = max(args.beta_min, beta - args.beta_decay)
             if global_step % 1000 == 0:
                 log.log(global_step, **stats, **{"charts/beta": beta})
@@ -536,7 +607,8 @@ def main():
             pbar.set_postfix(eval_success=f"{succ:.2f}", eval_return=f"{ret:.0f}")
 
     model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas, "args": vars(args)}, model_path)
+    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas, "log_alpha": log_alpha.detach(),
+                "args": vars(args)}, model_path)
     log.close()
     print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
     return 0

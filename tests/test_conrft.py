@@ -86,10 +86,28 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
     assert loss1 < 0.5 * loss0 and err1 < 0.6 * err0, (loss0, loss1, err0, err1)
 
 
-def test_cli_offline_online_and_bc_only(in_tmp):
+def test_cli_offline_online_bc_only_and_sac(in_tmp):
     base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40", "--online-steps",
             "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32"]
-    for extra in (["--intervene-prob", "0.2"], ["--bc-only"]):
+    for extra in (["--intervene-prob", "0.2"], ["--algo", "bc-only"], ["--algo", "sac", "--intervene-prob", "0.2"]):
         out = subprocess.run(base + extra, capture_output=True, text=True, timeout=240)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "after Stage I" in out.stdout
+
+
+def test_gaussian_actor_log_prob_and_sac_losses():
+    torch.manual_seed(0)
+    actor, critic, target = C.GaussianActor(5, 3, 32), C.CriticEnsemble(5, 3, 2, 32), C.CriticEnsemble(5, 3, 2, 32)
+    obs = torch.randn(16, 5)
+    a, logp = actor(obs)
+    assert a.shape == (16, 3) and logp.shape == (16,) and a.abs().max() < 1
+    # the log-probability of the sampled action, recomputed from the action alone, matches the sampler's
+    assert torch.allclose(actor.log_prob(obs, a.detach()), logp.detach(), atol=1e-2)
+    assert actor.sample(obs, noise=False).shape == (16, 3)
+    b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16), "next_observations": torch.randn(16, 5),
+         "masks": torch.ones(16)}
+    log_alpha = torch.zeros((), requires_grad=True)
+    c, act_l, t = C.sac_losses(actor, critic, target, log_alpha, b, 0.95, -1.5)
+    assert c.dim() == act_l.dim() == t.dim() == 0 and torch.isfinite(c + act_l + t)
+    t.backward()
+    assert log_alpha.grad is not None and critic.l1.weight.grad is None  # the temperature loss touches only alpha
