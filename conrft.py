@@ -25,7 +25,7 @@ Baselines on the same code (--algo):
     sac: plain SAC fine-tuning from the same start: a tanh-Gaussian actor goes through the same Stage I (Cal-QL
         critic, L_pi = -eta Q + beta L_bc with L_bc = -log pi(a_demo|s)), then Stage II is SAC as HIL-SERL runs
         it (no BC term, no CQL term, TD target without entropy backup, automatic temperature from 0.01, same
-        50/50 buffers and interventions).                              -> GaussianActor, sac_losses()
+        50/50 buffers and interventions).        -> GaussianActor, sac_critic_loss(), sac_actor_losses()
 
 Run:
     python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
@@ -446,18 +446,20 @@ def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
     return -eta * q.mean() + beta * l_c, l_c, q.mean()
 
 
-def sac_losses(actor, critic, target_critic, log_alpha, b, gamma, target_entropy):
-    """--algo sac, Stage II (HIL-SERL's SAC): critic TD to y = r + gamma mask min_i Q'_i(s', a'), a' ~ pi (no
-    entropy backup); actor alpha log pi(a~|s) - mean_i Q_i(s, a~); temperature alpha (-log pi - target)."""
+def sac_critic_loss(actor, critic, target_critic, b, gamma):
+    """--algo sac, Stage II (HIL-SERL's SAC): TD to y = r + gamma mask min_i Q'_i(s', a'), a' ~ pi (no entropy backup)."""
     with torch.no_grad():
         next_a, _ = actor(b["next_observations"])
         y = b["rewards"] + gamma * b["masks"] * target_critic(b["next_observations"], next_a).min(0).values.squeeze(-1)
-    c_loss = ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
-    a_pi, logp = actor(b["observations"])
+    return ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
+
+
+def sac_actor_losses(actor, critic, log_alpha, obs, target_entropy):
+    """--algo sac: actor loss alpha log pi(a~|s) - mean_i Q_i(s, a~); temperature loss alpha (-log pi - target)."""
+    a_pi, logp = actor(obs)
     alpha = log_alpha.exp()
-    a_loss = (alpha.detach() * logp - critic(b["observations"], a_pi).mean(0).squeeze(-1)).mean()
-    t_loss = (alpha * (-logp.detach() - target_entropy)).mean()
-    return c_loss, a_loss, t_loss
+    a_loss = (alpha.detach() * logp - critic(obs, a_pi).mean(0).squeeze(-1)).mean()
+    return a_loss, (alpha * (-logp.detach() - target_entropy)).mean()
 
 
 def main():
@@ -507,14 +509,18 @@ def main():
             return policy.sample(o, sigmas, args.num_sample_steps, noise=False)[0].numpy()
 
     def sac_update(b):
-        c_loss, a_loss, t_loss = sac_losses(policy, critic, target_critic, log_alpha, b, args.gamma, -act_dim / 2)
-        for loss, opt in ((c_loss, critic_opt), (a_loss, actor_opt), (t_loss, temp_opt)):
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        c_loss = sac_critic_loss(policy, critic, target_critic, b, args.gamma)
+        critic_opt.zero_grad()
+        c_loss.backward()
+        critic_opt.step()
         with torch.no_grad():
             for p, tp in zip(critic.parameters(), target_critic.parameters()):
                 tp.lerp_(p, args.tau)
+        a_loss, t_loss = sac_actor_losses(policy, critic, log_alpha, b["observations"], -act_dim / 2)
+        for loss, opt in ((a_loss, actor_opt), (t_loss, temp_opt)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         return {"losses/critic": c_loss.item(), "losses/policy": a_loss.item(), "losses/temperature": t_loss.item(),
                 "charts/alpha": log_alpha.exp().item()}
 

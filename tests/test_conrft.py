@@ -1,5 +1,6 @@
 """ConRFT: Karras schedule, identity at sigma_min, Cal-QL calibration, loss shapes, short offline convergence."""
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -89,10 +90,14 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
 def test_cli_offline_online_bc_only_and_sac(in_tmp):
     base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40", "--online-steps",
             "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32"]
-    for extra in (["--intervene-prob", "0.2"], ["--algo", "bc-only"], ["--algo", "sac", "--intervene-prob", "0.2"]):
+    # sac runs past the first 500-step episode, so Stage II updates run too
+    sac = ["--algo", "sac", "--intervene-prob", "0.2", "--online-steps", "520"]
+    for extra in (["--intervene-prob", "0.2"], ["--algo", "bc-only"], sac):
         out = subprocess.run(base + extra, capture_output=True, text=True, timeout=240)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "after Stage I" in out.stdout
+    saved = torch.load(glob.glob("runs/*__sac__*/model.pt")[0], weights_only=False)
+    assert abs(float(saved["log_alpha"]) - np.log(0.01)) > 1e-6  # SAC's Stage II updates ran (the temperature moved)
 
 
 def test_gaussian_actor_log_prob_and_sac_losses():
@@ -107,7 +112,8 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16), "next_observations": torch.randn(16, 5),
          "masks": torch.ones(16)}
     log_alpha = torch.zeros((), requires_grad=True)
-    c, act_l, t = C.sac_losses(actor, critic, target, log_alpha, b, 0.95, -1.5)
+    c = C.sac_critic_loss(actor, critic, target, b, 0.95)
+    act_l, t = C.sac_actor_losses(actor, critic, log_alpha, obs, -1.5)
     assert c.dim() == act_l.dim() == t.dim() == 0 and torch.isfinite(c + act_l + t)
     t.backward()
     assert log_alpha.grad is not None and critic.l1.weight.grad is None  # the temperature loss touches only alpha
