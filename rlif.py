@@ -8,6 +8,9 @@ Setting (Sec. 4): an expert watches the learner and takes over; the environment'
 learning (only logged as charts/episodic_return and eval/return).
     Reward (Sec. 4.1, as the code labels it): the learner's transition just before a takeover gets r = -1,
     every other stored transition r = 0; masks from terminations only.                  -> intervention_rewards()
+    Deviation (--terminal-penalty, on by default): a termination (a fall) is labelled r = -1/(1 - gamma), as if the
+    expert intervened at every step after it; with the official labels (r = 0 there) the learner learned to fall
+    at once to escape the -1 labels (Hopper, this CPU setting). --no-terminal-penalty restores them. -> failure_label()
     Value-based intervention model (Sec. 5, Eq. for the intervention strategy): with a reference critic Q_ref,
     if Q_ref(s, a_learner) < alpha * Q_ref(s, a_expert) the expert intervenes with probability beta, else with
     probability 1 - beta (--intervene-alpha 0.99 as for Walker2d, --intervene-beta 0.95).  -> should_intervene()
@@ -116,6 +119,9 @@ class Args:
     """steps the expert acts once it takes over"""
     hil_serl: bool = False
     """store expert takeover steps in both the demo and the online buffer"""
+    terminal_penalty: bool = True
+    """label a termination (a fall) r = -1/(1 - gamma), as if the expert intervened at every step from then on;
+    False: the official code's labels (r = 0, mask 0), under which falling ends all future -1 labels"""
     qref_episodes: int = 20
     """noisy expert rollouts for the reference critic"""
     qref_steps: int = 3000
@@ -393,6 +399,14 @@ def intervention_rewards(expert_acted: np.ndarray) -> np.ndarray:
     return r
 
 
+def failure_label(r: float, mask: float, gamma: float, on: bool) -> float:
+    """--terminal-penalty: a transition that ends in termination (a fall) gets r - 1/(1 - gamma), the discounted
+    return of an expert intervening at every step from then on. With the official labels (r = 0, mask 0) a fall is
+    worth 0, more than any continuation that will see -1 labels, and the learner learns to fall at once (seen on
+    Hopper here: about 20-step episodes throughout training). Other transitions keep r."""
+    return r - 1.0 / (1.0 - gamma) if on and mask == 0.0 else r
+
+
 def should_intervene(q_learner: float, q_expert: float, alpha: float, beta: float, u: float) -> bool:
     """Value-based model: the rule Q_ref(s, a_l) < alpha * Q_ref(s, a_e) fires -> intervene if u < beta;
     otherwise intervene if u < 1 - beta (u ~ U[0, 1))."""
@@ -477,8 +491,9 @@ def main():
     if args.demo_path != "none":
         demo_path = args.demo_path or os.path.join(data_dir, f"{env_file}-{args.expert_level}.npz")
         demos = demo_arrays(load_demos(demo_path, env))
-        demos["rewards"] = np.zeros_like(demos["rewards"])  # the env's reward is never used for learning
-        print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled 0)")
+        # the env's reward is never used for learning: 0, or the failure label on terminations
+        demos["rewards"] = np.array([failure_label(0.0, m, args.gamma, args.terminal_penalty) for m in demos["masks"]], np.float32)
+        print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled: 0, failure label on terminations)")
     log = Logger(run_name, args)
 
     qref = None
@@ -529,6 +544,9 @@ def main():
             o2 = torch.as_tensor(np.stack([o, o]), dtype=torch.float32)
             return qref(o2, torch.as_tensor(np.stack([a_learner, a_expert]), dtype=torch.float32)).tolist()
 
+    def lab(r, mask):
+        return failure_label(r, mask, args.gamma, args.terminal_penalty)
+
     obs, _ = env.reset(seed=args.seed)
     takeover_left, pending, window = 0, None, []
     n_takeovers, n_expert_steps = 0, 0
@@ -548,7 +566,7 @@ def main():
             if started:
                 takeover_left, n_takeovers = args.takeover_steps, n_takeovers + 1
         if pending is not None:  # the learner's previous transition: -1 if the expert takes over now
-            buffer.add(*pending[:2], -1.0 if started else 0.0, *pending[2:])
+            buffer.add(*pending[:2], lab(-1.0 if started else 0.0, pending[3]), *pending[2:])
             pending = None
         expert_acting = takeover_left > 0
         action = a_e if expert_acting else a_l
@@ -560,10 +578,10 @@ def main():
             n_expert_steps += 1
             labels.add(obs, a_e, 0.0, next_obs, mask)  # hg-dagger: takeover labels
             if args.hil_serl:
-                buffer.add(obs, a_e, 0.0, next_obs, mask)
-                demo_buffer.add(obs, a_e, 0.0, next_obs, mask)
+                buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)
+                demo_buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)
             elif takeover_left == 0 or done:
-                buffer.add(obs, a_e, 0.0, next_obs, mask)  # only the takeover's last expert step is stored
+                buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)  # only the takeover's last expert step is stored
         else:
             if args.algo == "dagger":
                 labels.add(obs, a_e, 0.0, next_obs, mask)  # the expert labels every visited state
@@ -571,7 +589,7 @@ def main():
         obs = next_obs
         if done:
             if pending is not None:
-                buffer.add(*pending[:2], 0.0, *pending[2:])
+                buffer.add(*pending[:2], lab(0.0, pending[3]), *pending[2:])
                 pending = None
             log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
             obs, _ = env.reset()

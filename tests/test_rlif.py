@@ -21,6 +21,16 @@ def test_minus_one_exactly_before_takeovers():
     assert rlif.intervention_rewards([False, False]).tolist() == [0, 0]
 
 
+def test_failure_label_makes_a_fall_worse_than_any_correction():
+    gamma = 0.99
+    assert rlif.failure_label(0.0, 1.0, gamma, True) == 0.0 and rlif.failure_label(-1.0, 1.0, gamma, True) == -1.0
+    fall = rlif.failure_label(0.0, 0.0, gamma, True)
+    assert abs(fall + 100.0) < 1e-9
+    # an expert correcting at every step forever is worth sum_t gamma^t (-1) = -100: a fall is never better
+    assert fall <= -sum(gamma**t for t in range(5000))
+    assert rlif.failure_label(0.0, 0.0, gamma, False) == 0.0  # --no-terminal-penalty: the official labels
+
+
 def test_value_rule_probabilities():
     u = np.random.default_rng(0).random(20000)
     fired = np.mean([rlif.should_intervene(0.5, 1.0, 0.99, 0.95, x) for x in u])  # 0.5 < 0.99 * 1.0: the rule fires
