@@ -75,6 +75,17 @@ def main():
         isteps = sorted({s for k in keys for s in runs[k]["charts/intervention_rate"]})
         imat = np.array([[runs[k]["charts/intervention_rate"].get(s, np.nan) for s in isteps] for k in keys])
         axes[1].plot(isteps, np.nanmean(imat, 0), label=algo)
+    ref = os.path.join(HERE, "bc_reference.csv")  # plain BC references from bc_reference.py (same demos, budget, eval)
+    if os.path.exists(ref):
+        with open(ref) as f:
+            refs = defaultdict(list)
+            for r in list(csv.DictReader(f)):
+                refs[r["policy"]].append(float(r["eval_success"]))
+        out += ["", "BC references (bc_reference.py: 4,000 steps, batch 128, same eval), success mean +- std over seeds:", "",
+                "| BC policy | seeds | success |", "|---|---|---|"]
+        out += [f"| {k} | {len(v)} | {pct(v)} |" for k, v in refs.items()]
+        if "gaussian-mse" in refs:
+            axes[0].axhline(np.mean(refs["gaussian-mse"]), color="black", ls=":", label="Gaussian MSE BC (bc_reference.py)")
     axes[0].set_title(f"{env}: eval/success (0 = after Stage I)")
     axes[0].set_xlabel("Stage II env steps")
     axes[1].set_title("intervention rate (fraction of expert steps per 1k)")
