@@ -22,7 +22,7 @@ Masks are 0 only on termination, never on truncation. Dataset actions are clippe
 Run:
     python rlpd.py --env-id Hopper-v4                              # medium demos, the paper's defaults (UTD 20, E 10)
     python rlpd.py --env-id Hopper-v4 --offline-ratio 0            # SAC from scratch, same code (with E 10, UTD 20)
-    python rlpd.py --env-id Walker2d-v4 --utd 2 --num-qs 2        # a CPU-friendly setting
+    python rlpd.py --env-id Walker2d-v4 --utd 1 --num-qs 2 --hidden 128 --batch-size 128   # the CPU benchmark setting
 """
 
 import csv
