@@ -117,3 +117,14 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     assert c.dim() == act_l.dim() == t.dim() == 0 and torch.isfinite(c + act_l + t)
     t.backward()
     assert log_alpha.grad is not None and critic.l1.weight.grad is None  # the temperature loss touches only alpha
+
+
+def test_cli_runs_on_hopper_with_the_shipped_expert_intervening(in_tmp):
+    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "Hopper-v4", "--algo", "sac", "--offline-steps", "30",
+           "--online-steps", "1000", "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64",
+           "--batch-size", "32", "--intervene-prob", "0.1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = open(glob.glob("runs/Hopper-v4__conrft__sac__*/metrics.csv")[0]).read()
+    rates = [float(line.split(",")[2]) for line in metrics.splitlines() if ",charts/intervention_rate," in line]
+    assert "eval/return" in metrics and len(rates) == 1 and 0 < rates[0] < 1  # the expert acted, but not always

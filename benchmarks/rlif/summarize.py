@@ -46,6 +46,33 @@ def load():
         return [(e, lv, al, int(s), int(st), k, float(v)) for e, lv, al, s, st, k, v in list(csv.reader(f))[1:]]
 
 
+def long_probe():
+    """run_long.sh's probe (long/runs -> long_results.csv): eval/return and intervention rate every 10k steps."""
+    path = os.path.join(HERE, "long_results.csv")
+    if "--from-csv" not in sys.argv and glob.glob(os.path.join(HERE, "long", "runs", "*", "model.pt")):
+        rows = []
+        for d in sorted(glob.glob(os.path.join(HERE, "long", "runs", "*"))):
+            a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
+            with open(os.path.join(d, "metrics.csv")) as f:
+                rows += [(a["env_id"], a["seed"], int(st), k, float(v)) for st, k, v in list(csv.reader(f))[1:]
+                         if k in ("eval/return", "charts/intervention_rate") and int(st) % 10_000 == 0]
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([("env", "seed", "step", "key", "value")] + rows)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    out = ["", "Longer probe (run_long.sh: RLIF alone, medium intervening policy, seed 1, 60k steps), eval/return "
+           "(expert share of the 1k steps before it):", "", "| env | " + " | ".join(f"{s}k" for s in range(10, 70, 10)) + " |",
+           "|---|" + "---|" * 6]
+    for env in sorted({r[0] for r in rows}):
+        v = {(int(r[2]), r[3]): float(r[4]) for r in rows if r[0] == env}
+        out.append(f"| {env} | " + " | ".join(f"{v.get((s, 'eval/return'), float('nan')):.0f} "
+                                              f"({100 * v.get((s, 'charts/intervention_rate'), float('nan')):.0f}%)"
+                                              for s in range(10_000, 70_000, 10_000)) + " |")
+    return out
+
+
 def main():
     rows = load() if "--from-csv" in sys.argv else collect()
     runs = defaultdict(lambda: defaultdict(dict))
@@ -92,6 +119,7 @@ def main():
             axes[r][2 + c].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(HERE, "plot.png"), dpi=90)
+    out += long_probe()
     text = "\n".join(out)
     with open(os.path.join(HERE, "results.md"), "w") as f:
         f.write(text + "\n")
