@@ -47,29 +47,31 @@ def load():
 
 
 def long_probe():
-    """run_long.sh's probe (long/runs -> long_results.csv): eval/return and intervention rate every 10k steps."""
+    """run_long.sh's probes (long/runs -> long_results.csv): eval/return and intervention rate every 10k steps."""
     path = os.path.join(HERE, "long_results.csv")
     if "--from-csv" not in sys.argv and glob.glob(os.path.join(HERE, "long", "runs", "*", "model.pt")):
         rows = []
         for d in sorted(glob.glob(os.path.join(HERE, "long", "runs", "*"))):
+            if not os.path.exists(os.path.join(d, "model.pt")):
+                continue
             a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
+            run = f"{a['env_id']}, {a['total_timesteps'] // 1000}k steps, UTD {a['utd']}" + (", HIL-SERL buffers" if a["hil_serl"] else "")
             with open(os.path.join(d, "metrics.csv")) as f:
-                rows += [(a["env_id"], a["seed"], int(st), k, float(v)) for st, k, v in list(csv.reader(f))[1:]
+                rows += [(run, a["seed"], int(st), k, float(v)) for st, k, v in list(csv.reader(f))[1:]
                          if k in ("eval/return", "charts/intervention_rate") and int(st) % 10_000 == 0]
         with open(path, "w", newline="") as f:
-            csv.writer(f).writerows([("env", "seed", "step", "key", "value")] + rows)
+            csv.writer(f).writerows([("run", "seed", "step", "key", "value")] + rows)
     if not os.path.exists(path):
         return []
     with open(path) as f:
         rows = list(csv.reader(f))[1:]
-    out = ["", "Longer probe (run_long.sh: RLIF alone, medium intervening policy, seed 1, 60k steps), eval/return "
-           "(expert share of the 1k steps before it):", "", "| env | " + " | ".join(f"{s}k" for s in range(10, 70, 10)) + " |",
-           "|---|" + "---|" * 6]
-    for env in sorted({r[0] for r in rows}):
-        v = {(int(r[2]), r[3]): float(r[4]) for r in rows if r[0] == env}
-        out.append(f"| {env} | " + " | ".join(f"{v.get((s, 'eval/return'), float('nan')):.0f} "
-                                              f"({100 * v.get((s, 'charts/intervention_rate'), float('nan')):.0f}%)"
-                                              for s in range(10_000, 70_000, 10_000)) + " |")
+    cols = sorted({int(r[2]) for r in rows if r[2] != "0"})
+    out = ["", "Probes (run_long.sh: RLIF alone, medium intervening policy, seed 1), eval/return (expert share of the 1k "
+           "steps before it):", "", "| run | " + " | ".join(f"{c // 1000}k" for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for run in sorted({r[0] for r in rows}):
+        v = {(int(r[2]), r[3]): float(r[4]) for r in rows if r[0] == run}
+        out.append(f"| {run} | " + " | ".join(f"{v[(c, 'eval/return')]:.0f} ({100 * v[(c, 'charts/intervention_rate')]:.0f}%)"
+                                              if (c, "eval/return") in v else "-" for c in cols) + " |")
     return out
 
 
