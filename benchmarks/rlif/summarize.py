@@ -21,7 +21,7 @@ KEYS = ("eval/return", "charts/intervention_rate", "charts/expert_steps")
 # mean return of the intervening policies' 20-episode datasets (data/README.md)
 EXPERT_RETURN = {("Hopper-v4", "expert"): 3267, ("Hopper-v4", "medium"): 1220, ("Walker2d-v4", "expert"): 4483,
                  ("Walker2d-v4", "medium"): 1523}
-ALGOS = ("rlif", "hg-dagger", "dagger")
+ALGOS = ("rlif", "rlif+hil-serl", "hg-dagger", "dagger")  # rlif+hil-serl: run_hilserl.sh
 
 
 def collect():
@@ -33,7 +33,8 @@ def collect():
         with open(os.path.join(d, "metrics.csv")) as f:
             for step, key, value in list(csv.reader(f))[1:]:
                 if key in KEYS:
-                    rows.append((a["env_id"], a["expert_level"], a["algo"], a["seed"], int(step), key, float(value)))
+                    algo = a["algo"] + ("+hil-serl" if a.get("hil_serl") else "")
+                    rows.append((a["env_id"], a["expert_level"], algo, a["seed"], int(step), key, float(value)))
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["env", "expert_level", "algo", "seed", "step", "key", "value"])
