@@ -22,6 +22,7 @@ KEYS = ("eval/return", "charts/intervention_rate", "charts/expert_steps")
 EXPERT_RETURN = {("Hopper-v4", "expert"): 3267, ("Hopper-v4", "medium"): 1220, ("Walker2d-v4", "expert"): 4483,
                  ("Walker2d-v4", "medium"): 1523}
 ALGOS = ("rlif", "rlif+hil-serl", "hg-dagger", "dagger")  # rlif+hil-serl: run_hilserl.sh
+COLORS = dict(zip(ALGOS, ("tab:blue", "tab:purple", "tab:orange", "tab:green")))
 
 
 def collect():
@@ -108,11 +109,11 @@ def main():
                            f"{ms(np.nanmax(mat, 1))} | {pct(first)} | {pct(last)} |")
                 mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
                 ax = axes[r][c]
-                ax.plot(steps, mean, marker="o", label=algo)
-                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+                ax.plot(steps, mean, marker="o", label=algo, color=COLORS[algo])
+                ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=COLORS[algo])
                 isteps = sorted({s for i in iv for s in i})
                 imat = np.array([[i.get(s, np.nan) for s in isteps] for i in iv])
-                axes[r][2 + c].plot(isteps, np.nanmean(imat, 0), label=algo)
+                axes[r][2 + c].plot(isteps, np.nanmean(imat, 0), label=algo, color=COLORS[algo])
             axes[r][c].axhline(EXPERT_RETURN.get((env, level), np.nan), color="gray", ls="--", label="intervening expert")
             axes[r][c].set_title(f"{env}, {level} policy intervenes: eval/return")
             axes[r][2 + c].set_title(f"{env}, {level} policy intervenes: intervention rate")
