@@ -349,15 +349,19 @@ class GaussianActor(nn.Module):
         h = self.net(obs)
         return torch.distributions.Normal(self.mean(h), self.log_std(h).clamp(-20, 2).exp())
 
+    @staticmethod
+    def tanh_log_prob(d, u):
+        """log pi(tanh(u)) = log N(u) - log(1 - tanh(u)^2), summed over action dims (stable form)."""
+        return (d.log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
+
     def forward(self, obs):
-        """A reparameterised action a = tanh(u) and its log-probability (with the tanh correction)."""
+        """A reparameterised action a = tanh(u) and its log-probability."""
         d = self.dist(obs)
         u = d.rsample()
-        return torch.tanh(u), (d.log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), self.tanh_log_prob(d, u)
 
     def log_prob(self, obs, act):
-        u = torch.atanh(act.clamp(-1 + 1e-5, 1 - 1e-5))
-        return (self.dist(obs).log_prob(u) - 2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return self.tanh_log_prob(self.dist(obs), torch.atanh(act.clamp(-1 + 1e-5, 1 - 1e-5)))
 
     def sample(self, obs, sigmas=None, steps=1, noise=True):
         return self(obs)[0] if noise else torch.tanh(self.dist(obs).mean)
@@ -614,7 +618,8 @@ def main():
             pbar.set_postfix(eval_success=f"{succ:.2f}", eval_return=f"{ret:.0f}")
 
     model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas, "log_alpha": log_alpha.detach(),
+    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas,
+                "log_alpha": log_alpha.detach() if args.algo == "sac" else None,
                 "args": vars(args)}, model_path)
     log.close()
     print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")

@@ -4,7 +4,6 @@
     python benchmarks/conrft/summarize.py --from-csv  (re-make the table and plot from the committed results.csv)
 """
 import csv
-import glob
 import os
 import sys
 from collections import defaultdict
@@ -14,23 +13,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from runs_io import read_runs  # noqa: E402
+
 KEYS = ("eval/success", "eval/return", "offline/eval_success", "charts/intervention_rate", "charts/success")
 ALGOS = ("conrft", "sac", "bc-only")
 
 
 def collect():
-    rows = []
-    for d in sorted(glob.glob(os.path.join(HERE, "runs", "*"))):
-        if not os.path.exists(os.path.join(d, "model.pt")):
-            continue
-        a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
-        with open(os.path.join(d, "metrics.csv")) as f:
-            for step, key, value in list(csv.reader(f))[1:]:
-                if key in KEYS:
-                    rows.append((a["env_id"], a["algo"], a["seed"], int(step), key, float(value)))
+    rows = [(a["env_id"], a["algo"], a["seed"], step, key, value) for a, step, key, value in read_runs(HERE, KEYS)]
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["env", "algo", "seed", "step", "key", "value"])

@@ -14,9 +14,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from runs_io import read_runs  # noqa: E402
+
 KEYS = ("eval/return", "charts/intervention_rate", "charts/expert_steps")
 # mean return of the intervening policies' 20-episode datasets (data/README.md)
 EXPERT_RETURN = {("Hopper-v4", "expert"): 3267, ("Hopper-v4", "medium"): 1220, ("Walker2d-v4", "expert"): 4483,
@@ -26,16 +28,8 @@ COLORS = dict(zip(ALGOS, ("tab:blue", "tab:purple", "tab:orange", "tab:green")))
 
 
 def collect():
-    rows = []
-    for d in sorted(glob.glob(os.path.join(HERE, "runs", "*"))):
-        if not os.path.exists(os.path.join(d, "model.pt")):
-            continue
-        a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
-        with open(os.path.join(d, "metrics.csv")) as f:
-            for step, key, value in list(csv.reader(f))[1:]:
-                if key in KEYS:
-                    algo = a["algo"] + ("+hil-serl" if a.get("hil_serl") else "")
-                    rows.append((a["env_id"], a["expert_level"], algo, a["seed"], int(step), key, float(value)))
+    rows = [(a["env_id"], a["expert_level"], a["algo"] + ("+hil-serl" if a.get("hil_serl") else ""), a["seed"], step, key, value)
+            for a, step, key, value in read_runs(HERE, KEYS)]
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["env", "expert_level", "algo", "seed", "step", "key", "value"])
@@ -51,16 +45,11 @@ def load():
 def long_probe():
     """run_long.sh's probes (long/runs -> long_results.csv): eval/return and intervention rate every 10k steps."""
     path = os.path.join(HERE, "long_results.csv")
-    if "--from-csv" not in sys.argv and glob.glob(os.path.join(HERE, "long", "runs", "*", "model.pt")):
-        rows = []
-        for d in sorted(glob.glob(os.path.join(HERE, "long", "runs", "*"))):
-            if not os.path.exists(os.path.join(d, "model.pt")):
-                continue
-            a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
-            run = f"{a['env_id']}, {a['total_timesteps'] // 1000}k steps, UTD {a['utd']}" + (", HIL-SERL buffers" if a["hil_serl"] else "")
-            with open(os.path.join(d, "metrics.csv")) as f:
-                rows += [(run, a["seed"], int(st), k, float(v)) for st, k, v in list(csv.reader(f))[1:]
-                         if k in ("eval/return", "charts/intervention_rate") and int(st) % 10_000 == 0]
+    long = os.path.join(HERE, "long")
+    if "--from-csv" not in sys.argv and glob.glob(os.path.join(long, "runs", "*", "model.pt")):
+        rows = [(f"{a['env_id']}, {a['total_timesteps'] // 1000}k steps, UTD {a['utd']}" + (", HIL-SERL buffers" if a["hil_serl"] else ""),
+                 a["seed"], step, key, value) for a, step, key, value in read_runs(long, ("eval/return", "charts/intervention_rate"))
+                if step % 10_000 == 0]
         with open(path, "w", newline="") as f:
             csv.writer(f).writerows([("run", "seed", "step", "key", "value")] + rows)
     if not os.path.exists(path):

@@ -4,7 +4,6 @@
     python benchmarks/rlpd/summarize.py --from-csv  (re-make the table and plot from the committed results.csv)
 """
 import csv
-import glob
 import os
 import sys
 from collections import defaultdict
@@ -14,23 +13,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from runs_io import read_runs  # noqa: E402
+
 DEMO_RETURN = {"Hopper-v4": 1220, "Walker2d-v4": 1523}  # mean return of the medium demos (data/README.md)
 
 
 def collect():
-    rows = []
-    for d in sorted(glob.glob(os.path.join(HERE, "runs", "*"))):
-        if not os.path.exists(os.path.join(d, "model.pt")):
-            continue
-        a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
-        method = "RLPD (offline ratio 0.5)" if a["offline_ratio"] > 0 else "SAC from scratch (offline ratio 0)"
-        with open(os.path.join(d, "metrics.csv")) as f:
-            for step, key, value in list(csv.reader(f))[1:]:
-                if key == "eval/return":
-                    rows.append((a["env_id"], method, a["seed"], int(step), float(value)))
+    rows = [(a["env_id"], "RLPD (offline ratio 0.5)" if a["offline_ratio"] > 0 else "SAC from scratch (offline ratio 0)",
+             a["seed"], step, value) for a, step, key, value in read_runs(HERE, ("eval/return",))]
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["env", "method", "seed", "step", "eval_return"])
