@@ -11,6 +11,7 @@ This file is also runnable, as a smoke test of the shared parts:
 
 import csv
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -64,29 +65,81 @@ DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
+    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
+    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
         except ImportError:
             raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
-        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
-        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
-             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
-             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+        try:
+            eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"Minari dataset {path} is not on disk ({e}): download it with `minari download "
+                             f"{path[len('minari:'):]}`, or check the id with `minari list local`.") from None
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps] or [[]]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps] or [[]]),
+             **{k: np.concatenate([getattr(e, k) for e in eps] or [[]])
+                for k in ("actions", "rewards", "terminations", "truncations")}}
     elif not os.path.exists(path):
         raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
                          f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
     else:
-        with np.load(path) as f:
-            d = {k: f[k] for k in DEMO_KEYS}
-    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
-         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+        import zipfile
+
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+                    raise ValueError("it is not a zip archive")
+            with np.load(path, allow_pickle=False) as f:
+                if missing := [k for k in DEMO_KEYS if k not in f.files]:
+                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
+                                     "data/make_data.py writes them.")
+                d = {k: f[k] for k in DEMO_KEYS}
+        except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+    for k in d:
+        try:
+            d[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
+                             "key as a number array.") from None
+    if empty := [k for k, v in d.items() if v.size == 0]:
+        raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
+                         "least one episode.")
+    d = {k: v.reshape(v.shape[0] if v.ndim else 1, -1) if k in ("observations", "next_observations", "actions")
+         else v.reshape(-1) for k, v in d.items()}
+    if len({len(v) for v in d.values()}) > 1:
+        raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
+            f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
     want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
+            or d["actions"].shape[1:] != want_act):
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
+    for k, v in d.items():
+        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
+            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
+                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
+    if isinstance(env.action_space, gym.spaces.Box):
+        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
+        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
+            i = int(np.argmin(ok))
+            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
+                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
+                             "env or action scale; rescale them to the env's action space.")
+    for k in ("terminations", "truncations"):
+        if not np.isin(d[k], (0.0, 1.0)).all():
+            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
+                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
+    if not (d["terminations"] + d["truncations"]).any():
+        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
+                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
+                         "step.")
     return d
 # ---- end shared ----
 
@@ -128,7 +181,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -138,18 +195,51 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
 
 

@@ -109,6 +109,8 @@ def test_cli_with_and_without_demos(in_tmp):
         assert out.returncode == 0, out.stderr[-2000:]
     runs = sorted(glob.glob(str(in_tmp / "runs" / "*")))
     assert len(runs) == 2 and all(os.path.exists(os.path.join(r, "model.pt")) for r in runs)
+    assert sorted("__off0.5__" in r for r in runs) == [False, True]  # the run name says what ran:
+    assert sum("__off0.0__" in r for r in runs) == 1  # --demo-path none mixes in no offline data
     rows = open(os.path.join(runs[0], "metrics.csv")).read()
     assert "eval/return" in rows and "charts/offline_fraction" in rows
 

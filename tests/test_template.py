@@ -101,3 +101,60 @@ def test_logger_writes_csv_and_stops_on_nan(in_tmp):
     log.close()
     rows = open(in_tmp / "runs" / "t" / "metrics.csv").read().splitlines()
     assert rows[0] == "step,key,value" and rows[1] == "1,losses/bc,0.5"
+
+
+# ---- bad demo files end in one sentence at load (issue 15); files are made in tmp_path ----
+def hopper_demos(n=10, **change):
+    rng = np.random.default_rng(0)
+    d = {"observations": rng.normal(size=(n, 11)), "actions": rng.uniform(-1, 1, (n, 3)), "rewards": rng.normal(size=n),
+         "next_observations": rng.normal(size=(n, 11)), "terminations": np.eye(1, n, n - 1)[0], "truncations": np.zeros(n)}
+    return {k: v for k, v in (d | change).items() if v is not None}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rewards": None}, r"lacks the key\(s\) rewards \(it has observations, actions, next_observations, "),
+    ({k: np.zeros((0, 11) if "obs" in k else (0, 3) if k == "actions" else 0) for k in
+      ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")},
+     r"holds no transitions \(observations, actions, rewards, next_observations, terminations, truncations empty\)"),
+    ({"rewards": np.zeros(9)}, r"holds keys of different lengths \(observations 10, actions 10, rewards 9, "),
+    ({"observations": np.where(np.arange(10)[:, None] % 4 == 3, np.nan, np.zeros((10, 11)))},
+     r"holds a non-finite value in observations at row 3 \(2 of 10 rows\)"),
+    ({"rewards": np.r_[np.zeros(6), np.inf, np.zeros(3)]}, r"holds a non-finite value in rewards at row 6 \(1 of 10 rows\)"),
+    ({"actions": np.r_[np.zeros((4, 3)), [[0.0, 1.5, 0.0]], np.zeros((5, 3))]},
+     r"holds actions outside the env's bounds \[-1.0, 1.0\] \(first at row 4: \[0.0, 1.5, 0.0\]\)"),
+    ({"terminations": np.zeros(10)}, r"marks no episode end \(terminations and truncations are all 0\)"),
+    ({"truncations": np.r_[np.zeros(9), 2.0]}, r"holds truncations other than 0 and 1 \(row 9\)"),
+    ({"actions": np.array([["a", "b", "c"]] * 10)}, r"holds actions of dtype <U1, not numbers: store every key as a number array"),
+])
+def test_load_demos_bad_file_is_one_sentence(tmp_path, change, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **hopper_demos(**change))
+    with pytest.raises(SystemExit, match=rf"^Demo file {re.escape(str(path))} {message}") as e:
+        load_demos(str(path), make_env("Hopper-v4", 0)())
+    assert "\n" not in str(e.value) and str(e.value).endswith(".")
+
+
+def test_load_demos_accepts_actions_on_the_bound_and_flags_as_bools(tmp_path):
+    path = tmp_path / "ok.npz"
+    np.savez(path, **hopper_demos(actions=np.full((10, 3), 1.0005), truncations=np.zeros(10, bool)))
+    d = load_demos(str(path), make_env("Hopper-v4", 0)())
+    assert d["actions"].dtype == np.float32 and d["terminations"].sum() == 1
+
+
+@pytest.mark.parametrize("content", [b"just some text\n", b"PK\x03\x04 broken zip", b""])
+def test_load_demos_unreadable_file(tmp_path, content):
+    path = tmp_path / "demos.npz"
+    path.write_bytes(content)
+    with pytest.raises(SystemExit, match=rf"^Demo file {re.escape(str(path))} is not a readable \.npz .*: make it with"):
+        load_demos(str(path), make_env("Hopper-v4", 0)())
+    np.save(tmp_path / "array.npy", np.zeros(3))  # an .npy, not an .npz
+    with pytest.raises(SystemExit, match="is not a readable .npz"):
+        load_demos(str(tmp_path / "array.npy"), make_env("Hopper-v4", 0)())
+
+
+def test_minari_id_not_on_disk(tmp_path, monkeypatch):
+    pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"^Minari dataset minari:nobody/nothing-v0 is not on disk .*: download it "
+                                         r"with `minari download nobody/nothing-v0`"):
+        load_demos("minari:nobody/nothing-v0", make_env("Hopper-v4", 0)())
