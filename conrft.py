@@ -1,43 +1,89 @@
-"""ConRFT: reinforced fine-tuning of a consistency policy (Cal-QL offline stage, online stage with interventions).
+"""ConRFT: reinforced fine-tuning of a consistency policy (Cal-QL offline stage, TD online stage, interventions).
 
 Paper: Chen et al., "ConRFT: A Reinforced Fine-tuning Method for VLA Models via Consistency Policy", RSS 2025,
-arXiv 2502.05450; official code cccedric/conrft (JAX; a public fork of it was read for the defaults, not copied).
+arXiv 2502.05450; official code cccedric/conrft (JAX, built on cccedric/cpql), read for the defaults, not copied.
 Here the VLA backbone is replaced by a state MLP (the method is the same on its action head).
 
 Equations -> code
     Consistency policy (Sec. IV-A): pi_psi(a|s) = f_psi(a^k, k | s), a^k ~ N(0, k^2 I); Karras noise levels
         k_m = (k_max^{1/rho} + (m-1)/(M-1) (k_min^{1/rho} - k_max^{1/rho}))^rho, k_min = 0.002, k_max = 80, rho 7,
-        M = 40; f = c_skip(k) a^k + c_out(k) F_psi(a^k, k, s) with c_skip = sd^2 / ((k - k_min)^2 + sd^2),
-        c_out = (k - k_min) sd / sqrt(k^2 + sd^2), sd = 0.5, so f is the identity at k_min.
-                                                                      -> karras_sigmas(), ConsistencyPolicy
+        M = 40; f = c_skip(k) a^k + c_out(k) F_psi(c_in(k) a^k, emb(k), s) with c_skip = sd^2 / ((k - k_min)^2 + sd^2),
+        c_out = (k - k_min) sd / sqrt(k^2 + sd^2), c_in = 1 / sqrt(k^2 + sd^2), sd = 0.5, so f is the identity at
+        k_min; F_psi is Dense-LayerNorm-tanh x 2 (256), emb a sinusoidal embedding of 250 log k.
+                                                                      -> karras_sigmas(), ConsistencyPolicy, mlp()
     Consistency (BC) term: L_c = E[ w(k_m) d(f_psi(a + k_m z, k_m | s), a) ], d = squared error, Karras weight
         w(k) = 1/k^2 + 1/sd^2                                           -> consistency_loss()
+    TD loss: E[(Q_i - B^pi Qbar)^2] (no 1/2, as critic_loss_fn), B^pi Qbar = r + gamma mask min_i Qbar_i(s', a' ~ pi)
+                                                                        -> td_loss()
     Stage I critic, Cal-QL (Eq. 3): L_Q = alpha ( E_{s~D, a~pi}[ max(Q(s,a), V^mu(s)) ] - E_{(s,a)~D}[Q(s,a)] )
-        + 1/2 E[(Q - B^pi Qbar)^2]; the first term as CQL's logsumexp over random, current-policy and next-policy
-        actions, each Q lower-bounded by the Monte-Carlo return of the data (V^mu)   -> calibrate(), calql_loss()
-    Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c; Stage I: beta = 1, eta = 0.1.  -> policy_loss()
-    Stage II (Sec. IV-B): the same losses, batches half demo half online, beta faded from 1 by 5e-5 per update
-        to 0.05 (the code's schedule), optional per-step penalty in the reward, optional interventions (a
-        MetaWorld scripted policy or a shipped expert takes over at random, as rlif.py's random model; their
-        transitions go to both buffers, HIL-SERL style).
+        + TD; the first term as CQL's logsumexp over random, current-policy and next-policy actions, each Q
+        lower-bounded by the Monte-Carlo return of the data (V^mu)     -> calibrate(), calql_loss()
+    Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c            -> policy_loss()
+        Stage I: eta = 0, beta = 1 (the official pre-training script); Stage II: eta = 1, beta = 0.1, constant.
+    Stage II (Sec. IV-B): batches half demo, half online; the critic trained with the plain TD loss (no Cal-QL
+        term); the task reward +10 at success and -0.05 on every other step, on demos and online data alike
+        (task_reward()); optional interventions (a MetaWorld scripted policy or a shipped expert takes over at random,
+        as rlif.py's random model; their transitions go to both buffers, HIL-SERL style). cta_ratio = 2: one
+        critic-only update, then a critic + actor update, per step in both stages.
 Baselines on the same code (--algo):
-    bc-only: eta = 0, no critic: consistency BC alone (Stage I only).
-    sac: plain SAC fine-tuning from the same start: a tanh-Gaussian actor goes through the same Stage I (Cal-QL
-        critic, L_pi = -eta Q + beta L_bc with L_bc = ||tanh(mean(s)) - a_demo||^2; a likelihood BC term reached 0 of
-        30 successes on pick-place, see benchmarks/conrft/bc_reference.py), then Stage II is SAC as HIL-SERL runs
-        it (no BC term, no CQL term, TD target without entropy backup, automatic temperature from 0.01, same
-        50/50 buffers and interventions).        -> GaussianActor, sac_critic_loss(), sac_actor_losses()
+    bc-only: no critic, no online stage: consistency BC alone (Stage I with eta = 0).
+    sac: plain SAC fine-tuning from the same start: a tanh-Gaussian actor (same LayerNorm MLP) goes through the same
+        Stage I (Cal-QL critic, L = -eta Q + beta ||tanh(mean(s)) - a_demo||^2, gaussian_policy_loss(); a likelihood
+        BC term imitated worse on pick-place, 9 vs 30 of 30, see benchmarks/conrft/bc_reference.py), then Stage II is
+        SAC as HIL-SERL runs it (no BC term, no CQL term, TD target without entropy backup, automatic temperature from
+        0.01, same 50/50 buffers, rewards and interventions).  -> GaussianActor, td_loss(), sac_actor_losses()
 
 Run:
     python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
     python conrft.py --env-id metaworld/push-v3 --intervene-prob 0.05
     python conrft.py --algo sac                               # plain SAC fine-tuning baseline
     python conrft.py --env-id Hopper-v4 --offline-steps 20000 --online-steps 50000
+
+Fidelity (official = cccedric/conrft; launcher = serl_launcher/serl_launcher/utils/launcher.py, agent =
+serl_launcher/serl_launcher/agents/continuous/conrft_single_octo_cp.py, train = examples/train_conrft_octo.py,
+task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py under serl_launcher/.../networks/)
+| design choice | official value (source) | this file | why different |
+|---|---|---|---|
+| observation encoder | Octo VLA + ResNet on images (train, agent) | the state vector | no VLA here; the method
+  acts on the head |
+| policy MLP | [256, 256], Dense-LayerNorm-tanh, activate_final (launcher, mlp.py::MLP) | same (mlp()) | - |
+| time input | sinusoidal embedding (16) of 1000 * 0.25 * log(k) -> Dense 32 -> tanh -> Dense 16 (mlp.py::timeMLP,
+  actor_critic_nets.py::base_network) | same (TimeEmbedding) | - |
+| Karras levels, scalings | k_min 0.002, k_max 80, rho 7, M 40, sd 0.5, output clipped to [-1, 1] (launcher,
+  actor_critic_nets.py) | same | - |
+| consistency loss | reconstruction error at a random level of [0, M-2], Karras weight, no target network
+  (agent::policy_loss_fn) | same | - |
+| Stage I weights | q_weight 0, bc_weight 1 (task1/run_learner_conrft_pretrain.sh) | eta 0, beta 1 | - |
+| Stage II weights | q_weight 1.0, bc_weight 0.1, constant (task1/run_learner_conrft.sh) | eta 1, beta 0.1 | - |
+| beta fading | bc_weight_rate 5e-5 / bc_weight_min 0.05 declared, never used (agent::create) | off; --beta-fade
+  turns it on | an option, not official |
+| Stage I critic | Cal-QL: alpha 0.1, 10 actions per kind (uniform, current, next), MC lower bound
+  (agent::update_calql) | same | - |
+| Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an
+  option, not official |
+| critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent) | same | LayerNorm
+  without learned scale and shift |
+| critic updates per actor update | cta_ratio 2, both stages (examples/experiments/config.py, train) | 2 | - |
+| task reward | +10 at success, reward_neg -0.05 on every other step, demos included (task1/config.py,
+  examples/record_demos_octo.py) | same on MetaWorld (--success-reward, --step-penalty); a MuJoCo env keeps its
+  own reward | success from MetaWorld's flag, not a learned classifier |
+| discount | 0.98 (task1/config.py); online MC returns with FLAGS.gamma 0.95 (train) | 0.98 for TD and all MC
+  returns | one discount throughout |
+| batch | 256; Stage II half demo, half online (examples/experiments/config.py, train) | same (the CPU benchmark:
+  128) | CPU time |
+| updates per env step | asynchronous actor and learner processes (train) | 1 (each with cta_ratio critic
+  steps) | one process |
+| evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise);
+  the SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
+| offline steps | 20,000 (task1 scripts) | 20,000 (the CPU benchmark: fewer) | CPU time |
+| interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random | simulation |
+| weight init | xavier_uniform (common/common.py::default_init) | PyTorch defaults | minor |
 """
 
 import csv
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -74,9 +120,9 @@ class Args:
     offline_steps: int = 20_000
     """Stage I gradient steps"""
     online_steps: int = 50_000
-    """Stage II env steps (one update per step)"""
+    """Stage II env steps (per step: cta_ratio critic updates, one of them with the actor update)"""
     algo: Literal["conrft", "bc-only", "sac"] = "conrft"
-    """conrft; bc-only: consistency BC alone (eta = 0, no critic, no online stage); sac: a tanh-Gaussian actor
+    """conrft; bc-only: consistency BC alone (no critic, no online stage); sac: a tanh-Gaussian actor
     through the same Stage I (BC term = squared error of its mean action), then plain SAC in Stage II"""
     init_temperature: float = 0.01
     """--algo sac, Stage II: initial SAC temperature (HIL-SERL's 0.01; auto-tuned to entropy -|A|/2)"""
@@ -92,22 +138,33 @@ class Args:
     """Karras schedule exponent"""
     num_sample_steps: int = 1
     """consistency sampling steps"""
-    eta: float = 0.1
-    """weight of -Q in the policy loss"""
-    beta: float = 1.0
-    """weight of the consistency loss (Stage I, and the start of Stage II)"""
+    eta_offline: float = 0.0
+    """Stage I: weight of -Q in the policy loss (official pre-training script: q_weight 0)"""
+    beta_offline: float = 1.0
+    """Stage I: weight of the consistency loss (official: bc_weight 1)"""
+    eta: float = 1.0
+    """Stage II: weight of -Q in the policy loss (official: q_weight 1.0)"""
+    beta: float = 0.1
+    """Stage II: weight of the consistency loss, constant (official: bc_weight 0.1)"""
+    beta_fade: bool = False
+    """NOT in the official code (its fade parameters are never used): Stage II beta starts at beta_offline and
+    falls by beta_decay per update to beta_min, as the paper's text describes"""
     beta_min: float = 0.05
-    """Stage II: beta fades to this"""
+    """--beta-fade: beta fades to this"""
     beta_decay: float = 5e-5
-    """Stage II: beta decreases by this per update"""
+    """--beta-fade: beta decreases by this per update"""
+    online_cql: bool = False
+    """NOT in the official code (its Stage II critic uses the plain TD loss): keep the Cal-QL term in Stage II"""
+    cta_ratio: int = 2
+    """critic updates per actor update (cta_ratio - 1 critic-only updates, then one critic + actor update)"""
     cql_alpha: float = 0.1
     """alpha of the Cal-QL regulariser"""
     cql_n_actions: int = 10
     """sampled actions per kind (random, current, next) in the CQL term"""
     num_qs: int = 2
     """critic ensemble size"""
-    gamma: float = 0.95
-    """discount"""
+    gamma: float = 0.98
+    """discount (TD target and Monte-Carlo returns)"""
     tau: float = 0.005
     """Polyak rate"""
     batch_size: int = 256
@@ -116,8 +173,11 @@ class Args:
     """learning rate (actor and critic)"""
     hidden: int = 256
     """width of the 2 hidden layers"""
-    step_penalty: float = 0.0
-    """per-step penalty subtracted from the reward in Stage II (pushes for fast completion)"""
+    success_reward: float = 10.0
+    """MetaWorld task reward at the success step (demos and online data)"""
+    step_penalty: float = 0.05
+    """MetaWorld task reward on every other step is -step_penalty (demos and online data; pushes for fast
+    completion); a gymnasium MuJoCo env keeps its own reward"""
     intervene_prob: float = 0.0
     """Stage II: probability per learner step that the expert takes over (0: no interventions)"""
     takeover_steps: int = 10
@@ -125,7 +185,10 @@ class Args:
     eval_every: int = 5000
     """steps (Stage I: gradient steps; Stage II: env steps) between evaluations"""
     eval_episodes: int = 10
-    """evaluation episodes (noise-free consistency sample)"""
+    """evaluation episodes"""
+    eval_noise: bool = True
+    """evaluate the consistency policy from a random z ~ N(0, I), as the official code does (--no-eval-noise: from
+    z = 0); the SAC baseline's Gaussian is evaluated at its mean either way"""
 
 
 # ---- shared: make_env ----
@@ -158,29 +221,81 @@ DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
+    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
+    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
         except ImportError:
             raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
-        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
-        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
-             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
-             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+        try:
+            eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"Minari dataset {path} is not on disk ({e}): download it with `minari download "
+                             f"{path[len('minari:'):]}`, or check the id with `minari list local`.") from None
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps] or [[]]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps] or [[]]),
+             **{k: np.concatenate([getattr(e, k) for e in eps] or [[]])
+                for k in ("actions", "rewards", "terminations", "truncations")}}
     elif not os.path.exists(path):
         raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
                          f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
     else:
-        with np.load(path) as f:
-            d = {k: f[k] for k in DEMO_KEYS}
-    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
-         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+        import zipfile
+
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+                    raise ValueError("it is not a zip archive")
+            with np.load(path, allow_pickle=False) as f:
+                if missing := [k for k in DEMO_KEYS if k not in f.files]:
+                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
+                                     "data/make_data.py writes them.")
+                d = {k: f[k] for k in DEMO_KEYS}
+        except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+    for k in d:
+        try:
+            d[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
+                             "key as a number array.") from None
+    if empty := [k for k, v in d.items() if v.size == 0]:
+        raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
+                         "least one episode.")
+    d = {k: v.reshape(v.shape[0] if v.ndim else 1, -1) if k in ("observations", "next_observations", "actions")
+         else v.reshape(-1) for k, v in d.items()}
+    if len({len(v) for v in d.values()}) > 1:
+        raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
+            f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
     want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
+            or d["actions"].shape[1:] != want_act):
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
+    for k, v in d.items():
+        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
+            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
+                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
+    if isinstance(env.action_space, gym.spaces.Box):
+        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
+        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
+            i = int(np.argmin(ok))
+            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
+                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
+                             "env or action scale; rescale them to the env's action space.")
+    for k in ("terminations", "truncations"):
+        if not np.isin(d[k], (0.0, 1.0)).all():
+            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
+                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
+    if not (d["terminations"] + d["truncations"]).any():
+        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
+                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
+                         "step.")
     return d
 # ---- end shared ----
 
@@ -222,7 +337,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -232,18 +351,51 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
 
 
@@ -258,7 +410,8 @@ def first_episodes(demos, n, only_success):
         if len(keep) == n:
             break
     if not keep:
-        raise SystemExit("The demo file holds no " + ("successful " if only_success else "") + "episode: pass --demo-path "
+        raise SystemExit("The demo file holds no " + ("successful " if only_success else "")
+                         + "episode: pass --demo-path "
                          "with demonstrations for this task.")
     idx = np.concatenate(keep)
     return {k: v[idx] for k, v in demos.items()}, len(keep)
@@ -271,6 +424,24 @@ def mc_returns(rewards, ends, gamma):
         g = rewards[i] + gamma * g * (1.0 - ends[i])
         out[i] = g
     return out
+
+
+def task_reward(success, env_reward, sparse, success_reward, step_penalty):
+    """The official task reward on MetaWorld: success_reward at the success step, -step_penalty on every other
+    step, for demos and online data alike (arrays or scalars); a gymnasium MuJoCo env keeps its own reward."""
+    if not sparse:
+        return env_reward
+    return np.where(np.asarray(success) > 0, success_reward, -step_penalty).astype(np.float32)
+
+
+def demo_rows(demos, sparse, args):
+    """Demo transitions for the buffer: the task reward (task_reward(), the same as online), masks (0 only at
+    terminations), Monte-Carlo returns of that reward (V^mu), actions clipped into the open box (-1, 1)."""
+    rewards = task_reward(demos["terminations"], demos["rewards"], sparse, args.success_reward, args.step_penalty)
+    ends = np.logical_or(demos["terminations"], demos["truncations"]).astype(np.float32)
+    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
+            "rewards": rewards, "next_observations": demos["next_observations"], "masks": 1.0 - demos["terminations"],
+            "mc_returns": mc_returns(rewards, ends, args.gamma)}
 
 
 class Buffer:
@@ -301,15 +472,39 @@ def karras_sigmas(num_scales, sigma_min, sigma_max, rho):
     return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
+def mlp(inp, hidden, layers=2):
+    """The official policy trunk: (Dense -> LayerNorm -> tanh) x layers, activate_final (mlp.py::MLP with
+    use_layer_norm=True, activations tanh)."""
+    mods = []
+    for i in range(layers):
+        mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.Tanh()]
+    return nn.Sequential(*mods)
+
+
+class TimeEmbedding(nn.Module):
+    """The official timeMLP: sinusoidal features of t (t_dim of them) -> Dense(2 t_dim) -> tanh -> Dense(t_dim)."""
+
+    def __init__(self, t_dim=16):
+        super().__init__()
+        half = t_dim // 2
+        freqs = torch.exp(-np.log(10000.0) / (half - 1) * torch.arange(half, dtype=torch.float32))
+        self.register_buffer("freqs", freqs)
+        self.net = nn.Sequential(nn.Linear(t_dim, 2 * t_dim), nn.Tanh(), nn.Linear(2 * t_dim, t_dim))
+
+    def forward(self, t):
+        """t (B, 1) -> (B, t_dim)."""
+        e = t * self.freqs
+        return self.net(torch.cat([e.sin(), e.cos()], -1))
+
+
 class ConsistencyPolicy(nn.Module):
-    """f_psi(x, k | s) = c_skip(k) x + c_out(k) F_psi(x, k, s), clipped to the action box [-1, 1]."""
+    """f_psi(x, k | s) = c_skip(k) x + c_out(k) F_psi(c_in(k) x, emb(k), s), clipped to the action box [-1, 1]."""
 
     def __init__(self, obs_dim, act_dim, hidden, sigma_min, sigma_max, sigma_data, t_dim=16):
         super().__init__()
         self.act_dim, self.sigma_min, self.sigma_max, self.sd = act_dim, sigma_min, sigma_max, sigma_data
-        self.t_net = nn.Sequential(nn.Linear(1, t_dim), nn.Mish(), nn.Linear(t_dim, t_dim))
-        self.net = nn.Sequential(nn.Linear(obs_dim + act_dim + t_dim, hidden), nn.Mish(), nn.Linear(hidden, hidden), nn.Mish(),
-                                 nn.Linear(hidden, act_dim))
+        self.t_net = TimeEmbedding(t_dim)
+        self.net = nn.Sequential(mlp(obs_dim + act_dim + t_dim, hidden), nn.Linear(hidden, act_dim))
 
     def scalings(self, sigma):
         c_skip = self.sd**2 / ((sigma - self.sigma_min) ** 2 + self.sd**2)
@@ -320,7 +515,7 @@ class ConsistencyPolicy(nn.Module):
         """obs (B, o), noised action x (B, a), noise level sigma (B, 1) -> clean action (B, a)."""
         c_skip, c_out = self.scalings(sigma)
         c_in = 1 / (sigma**2 + self.sd**2).sqrt()
-        h = self.net(torch.cat([obs, c_in * x, self.t_net(0.25 * torch.log(sigma))], -1))
+        h = self.net(torch.cat([obs, c_in * x, self.t_net(1000 * 0.25 * torch.log(sigma + 1e-44))], -1))
         return (c_skip * x + c_out * h).clamp(-1, 1)
 
     def sample(self, obs, sigmas, steps=1, noise=True):
@@ -337,12 +532,12 @@ class ConsistencyPolicy(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """--algo sac: tanh-Gaussian actor (state-dependent log-std in [-20, 2]) with ConsistencyPolicy's sample()
-    interface, so Cal-QL and the rollout code take either policy."""
+    """--algo sac: tanh-Gaussian actor (the same LayerNorm trunk, state-dependent log-std in [-20, 2]) with
+    ConsistencyPolicy's sample() interface, so Cal-QL and the rollout code take either policy."""
 
     def __init__(self, obs_dim, act_dim, hidden):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.net = mlp(obs_dim, hidden)
         self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
 
     def dist(self, obs):
@@ -381,8 +576,8 @@ class EnsembleLinear(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """E critics Q_i(s, a), Dense -> LayerNorm -> ReLU (x2) -> Dense(1), batched; actions may carry an extra
-    sample axis: obs (B, o), act (B, a) -> (E, B, 1); act (B, n, a) -> (E, B, n)."""
+    """E critics Q_i(s, a), Dense -> LayerNorm -> tanh (x2) -> Dense(1) (the official critic), batched; actions may
+    carry an extra sample axis: obs (B, o), act (B, a) -> (E, B, 1); act (B, n, a) -> (E, B, n)."""
 
     def __init__(self, obs_dim, act_dim, num_qs, hidden=256):
         super().__init__()
@@ -396,8 +591,8 @@ class CriticEnsemble(nn.Module):
             flat_obs = obs.unsqueeze(1).expand(-1, n, -1).reshape(-1, obs.shape[-1])
             return self(flat_obs, act.reshape(-1, act.shape[-1])).reshape(self.num_qs, -1, n)
         x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.num_qs, -1, -1)
-        x = F.relu(F.layer_norm(self.l1(x), (self.l1.weight.shape[-1],)))
-        x = F.relu(F.layer_norm(self.l2(x), (self.l2.weight.shape[-1],)))
+        x = torch.tanh(F.layer_norm(self.l1(x), (self.l1.weight.shape[-1],)))
+        x = torch.tanh(F.layer_norm(self.l2(x), (self.l2.weight.shape[-1],)))
         return self.l3(x)
 
 
@@ -419,14 +614,20 @@ def calibrate(q: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
     return torch.maximum(q, mc)
 
 
-def calql_loss(critic, target_critic, policy, b, sigmas, args):
-    """TD loss (min over the target ensemble, next action from the policy) + alpha * Cal-QL regulariser."""
+def td_loss(critic, target_critic, policy, b, gamma, sigmas=None, steps=1):
+    """Plain TD loss E[(Q_i(s, a) - y)^2], y = r + gamma mask min_i Qbar_i(s', a'), a' ~ pi (no entropy backup): the
+    official Stage II critic loss (critic_loss_fn), and SAC's."""
     with torch.no_grad():
-        next_a = policy.sample(b["next_observations"], sigmas, args.num_sample_steps)
+        next_a = policy.sample(b["next_observations"], sigmas, steps)
         q_next = target_critic(b["next_observations"], next_a).min(0).values.squeeze(-1)
-        y = b["rewards"] + args.gamma * b["masks"] * q_next
+        y = b["rewards"] + gamma * b["masks"] * q_next
+    return ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
+
+
+def calql_loss(critic, target_critic, policy, b, sigmas, args):
+    """Stage I critic: td_loss() + alpha * Cal-QL regulariser; returns (loss, td, regulariser)."""
+    td = td_loss(critic, target_critic, policy, b, args.gamma, sigmas, args.num_sample_steps)
     q_pred = critic(b["observations"], b["actions"]).squeeze(-1)  # (E, B)
-    td = ((q_pred - y) ** 2).mean()
     B, n, a_dim = b["rewards"].shape[0], args.cql_n_actions, b["actions"].shape[-1]
     with torch.no_grad():
         rand = torch.rand(B, n, a_dim) * 2 - 1
@@ -440,23 +641,22 @@ def calql_loss(critic, target_critic, policy, b, sigmas, args):
 
 
 def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
-    """L_pi = -eta E[Q(s, a~pi)] + beta L_c (Eq. 4); for a GaussianActor L_c is the squared error of its mean action."""
-    if isinstance(policy, GaussianActor):
-        l_c = ((policy.sample(obs, noise=False) - act) ** 2).mean(-1).mean()
-    else:
-        l_c = consistency_loss(policy, obs, act, sigmas, args.sigma_data)
+    """L_pi = -eta E[Q(s, a~pi)] + beta L_c (Eq. 4), Q the ensemble mean; returns (loss, L_c, E[Q])."""
+    l_c = consistency_loss(policy, obs, act, sigmas, args.sigma_data)
     if eta == 0:
         return beta * l_c, l_c, torch.zeros(())
     q = critic(obs, policy.sample(obs, sigmas, args.num_sample_steps)).mean(0)
     return -eta * q.mean() + beta * l_c, l_c, q.mean()
 
 
-def sac_critic_loss(actor, critic, target_critic, b, gamma):
-    """--algo sac, Stage II (HIL-SERL's SAC): TD to y = r + gamma mask min_i Q'_i(s', a'), a' ~ pi (no entropy backup)."""
-    with torch.no_grad():
-        next_a, _ = actor(b["next_observations"])
-        y = b["rewards"] + gamma * b["masks"] * target_critic(b["next_observations"], next_a).min(0).values.squeeze(-1)
-    return ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
+def gaussian_policy_loss(actor, critic, obs, act, beta, eta):
+    """--algo sac, Stage I: L = -eta E[Q(s, a~pi)] + beta E||tanh(mean(s)) - a||^2 (a likelihood BC term
+    imitates worse here, see benchmarks/conrft/bc_reference.py); returns (loss, BC term, E[Q])."""
+    l_bc = ((actor.sample(obs, noise=False) - act) ** 2).mean(-1).mean()
+    if eta == 0:
+        return beta * l_bc, l_bc, torch.zeros(())
+    q = critic(obs, actor(obs)[0]).mean(0)
+    return -eta * q.mean() + beta * l_bc, l_bc, q.mean()
 
 
 def sac_actor_losses(actor, critic, log_alpha, obs, target_entropy):
@@ -469,6 +669,8 @@ def sac_actor_losses(actor, critic, log_alpha, obs, target_entropy):
 
 def main():
     args = tyro.cli(Args)
+    if args.cta_ratio < 1:
+        raise SystemExit(f"--cta-ratio {args.cta_ratio}: it counts critic updates per actor update, so at least 1.")
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.algo}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -482,13 +684,10 @@ def main():
     env = make_env(args.env_id, args.seed)()
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    demo_path = args.demo_path or os.path.join(data_dir, f"metaworld-{task}.npz" if sparse else f"{args.env_id}-medium.npz")
+    demo_name = f"metaworld-{task}.npz" if sparse else f"{args.env_id}-medium.npz"
+    demo_path = args.demo_path or os.path.join(data_dir, demo_name)
     demos, n_ep = first_episodes(load_demos(demo_path, env), args.num_demos, only_success=sparse)
-    if sparse:  # the sparse task reward: 1 at the (terminal) success step
-        demos["rewards"] = demos["terminations"].copy()
-    ends = np.logical_or(demos["terminations"], demos["truncations"]).astype(np.float32)
-    demos.update(masks=1.0 - demos["terminations"], mc_returns=mc_returns(demos["rewards"], ends, args.gamma),
-                 actions=np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5))
+    demos = demo_rows(demos, sparse, args)  # the task reward as online: +10 at success, -0.05 on other steps
     print(f"demos: {demo_path}, {n_ep} episodes, {len(demos['rewards'])} transitions")
     demo_buf = Buffer(obs_dim, act_dim, len(demos["rewards"]) + args.online_steps)
     demo_buf.add_many(demos)
@@ -496,59 +695,75 @@ def main():
     log = Logger(run_name, args)
 
     sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
-    if args.algo == "sac":
+    sac, bc_only = args.algo == "sac", args.algo == "bc-only"  # the baselines (see the module docstring)
+    if sac:
         policy = GaussianActor(obs_dim, act_dim, args.hidden)
     else:
         policy = ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data)
     critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic.load_state_dict(critic.state_dict())
-    actor_opt, critic_opt = torch.optim.Adam(policy.parameters(), lr=args.lr), torch.optim.Adam(critic.parameters(), lr=args.lr)
-    eta = 0.0 if args.algo == "bc-only" else args.eta
+    actor_opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr)
     log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, requires_grad=True)
     temp_opt = torch.optim.Adam([log_alpha], lr=args.lr)
 
     def eval_fn(o):
         with torch.no_grad():
             o = torch.as_tensor(o, dtype=torch.float32)[None]
-            return policy.sample(o, sigmas, args.num_sample_steps, noise=False)[0].numpy()
+            return policy.sample(o, sigmas, args.num_sample_steps, noise=args.eval_noise and not sac)[0].numpy()
 
-    def sac_update(b):
-        c_loss = sac_critic_loss(policy, critic, target_critic, b, args.gamma)
+    def critic_update(b, cql):
+        """One critic step: Cal-QL (Stage I, or --online-cql) or the plain TD loss (Stage II), then Polyak."""
+        if cql:
+            c_loss, td, reg = calql_loss(critic, target_critic, policy, b, sigmas, args)
+            stats = {"losses/critic": c_loss.item(), "losses/td": td.item(), "losses/cql_diff": reg.item()}
+        else:
+            c_loss = td_loss(critic, target_critic, policy, b, args.gamma, sigmas, args.num_sample_steps)
+            stats = {"losses/critic": c_loss.item(), "losses/td": c_loss.item()}  # no Cal-QL term
         critic_opt.zero_grad()
         c_loss.backward()
         critic_opt.step()
         with torch.no_grad():
             for p, tp in zip(critic.parameters(), target_critic.parameters()):
                 tp.lerp_(p, args.tau)
-        a_loss, t_loss = sac_actor_losses(policy, critic, log_alpha, b["observations"], -act_dim / 2)
-        for loss, opt in ((a_loss, actor_opt), (t_loss, temp_opt)):
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return {"losses/critic": c_loss.item(), "losses/policy": a_loss.item(), "losses/temperature": t_loss.item(),
-                "charts/alpha": log_alpha.exp().item()}
+        return stats
 
-    def update(b, beta):
-        stats = {}
-        if args.algo != "bc-only":
-            c_loss, td, cql = calql_loss(critic, target_critic, policy, b, sigmas, args)
-            critic_opt.zero_grad()
-            c_loss.backward()
-            critic_opt.step()
-            with torch.no_grad():
-                for p, tp in zip(critic.parameters(), target_critic.parameters()):
-                    tp.lerp_(p, args.tau)
-            stats = {"losses/critic": c_loss.item(), "losses/td": td.item(), "losses/cql_diff": cql.item()}
-        p_loss, l_c, q = policy_loss(policy, critic, b["observations"], b["actions"], sigmas, args, beta, eta)
+    def actor_update(b, eta, beta, sac_online):
+        """One actor step: L_pi of Eq. 4 (Gaussian BC form for --algo sac in Stage I), or SAC's actor and
+        temperature losses (--algo sac in Stage II)."""
+        if sac_online:
+            a_loss, t_loss = sac_actor_losses(policy, critic, log_alpha, b["observations"], -act_dim / 2)
+            for loss, opt in ((a_loss, actor_opt), (t_loss, temp_opt)):
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return {"losses/policy": a_loss.item(), "losses/temperature": t_loss.item(),
+                    "charts/alpha": log_alpha.exp().item()}
+        if sac:
+            p_loss, l_bc, q = gaussian_policy_loss(policy, critic, b["observations"], b["actions"], beta, eta)
+        else:
+            p_loss, l_bc, q = policy_loss(policy, critic, b["observations"], b["actions"], sigmas, args, beta, eta)
         actor_opt.zero_grad()
         p_loss.backward()
         actor_opt.step()
-        return stats | {"losses/policy": p_loss.item(), "losses/consistency": l_c.item(), "charts/q_policy": q.item()}
+        return {"losses/policy": p_loss.item(), "losses/bc": l_bc.item(), "charts/q_policy": q.item()}
+
+    def update(sample, online, beta):
+        """One learner step as the official one: cta_ratio - 1 critic-only updates, then a critic + actor update,
+        each on a fresh batch from `sample()`. Stage I: Cal-QL, eta_offline / beta_offline; Stage II: plain TD
+        (Cal-QL with --online-cql), eta / beta."""
+        stats = {}
+        for _ in range(1 if bc_only else args.cta_ratio):
+            b = sample()
+            if not bc_only:
+                stats = critic_update(b, cql=not online or args.online_cql)
+        eta = args.eta if online else (0.0 if bc_only else args.eta_offline)
+        return stats | actor_update(b, eta, beta, sac_online=sac and online)
 
     # ---- Stage I: offline (Cal-QL critic + consistency policy on the demos) ----
-    for step in tqdm(range(args.offline_steps), desc="stage I (offline)"):
-        stats = update(demo_buf.sample(args.batch_size, rng), args.beta)
+    for step in log.steps(tqdm(range(args.offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
+        stats = update(lambda: demo_buf.sample(args.batch_size, rng), online=False, beta=args.beta_offline)
         if step % 1000 == 0:
             log.log(step, **{k.replace("losses/", "offline/"): v for k, v in stats.items()})
         if (step + 1) % args.eval_every == 0 or step + 1 == args.offline_steps:
@@ -558,7 +773,7 @@ def main():
     log.log(0, **{"eval/return": ret, "eval/success": succ})
     print(f"after Stage I: eval/return {ret:.1f}, eval/success {succ:.2f}")
 
-    # ---- Stage II: online (half demo, half online batches, fading beta, optional interventions) ----
+    # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----
     expert = None
     if args.intervene_prob > 0:
         if sparse:
@@ -569,11 +784,12 @@ def main():
             expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)  # noqa: E731
         else:
             expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
-    beta, episode, takeover_left, window = args.beta, [], 0, []
+    beta = args.beta_offline if args.beta_fade else args.beta  # Stage II BC weight (constant unless --beta-fade)
+    episode, takeover_left, window = [], 0, []
     obs, _ = env.reset(seed=args.seed)
-    online_steps = 0 if args.algo == "bc-only" else args.online_steps
+    online_steps = 0 if bc_only else args.online_steps
     pbar = tqdm(range(online_steps), desc="stage II (online)")
-    for global_step in pbar:
+    for global_step in log.steps(pbar):
         if takeover_left == 0 and expert is not None and rng.random() < args.intervene_prob:
             takeover_left = args.takeover_steps
         by_expert = takeover_left > 0
@@ -581,9 +797,10 @@ def main():
             action, takeover_left = expert(obs), takeover_left - 1
         else:
             with torch.no_grad():
-                action = policy.sample(torch.as_tensor(obs, dtype=torch.float32)[None], sigmas, args.num_sample_steps)[0].numpy()
+                o = torch.as_tensor(obs, dtype=torch.float32)[None]
+                action = policy.sample(o, sigmas, args.num_sample_steps)[0].numpy()
         next_obs, reward, term, trunc, info = env.step(action)
-        r = (float(info["success"]) if sparse else float(reward)) - args.step_penalty
+        r = float(task_reward(info.get("success", 0.0), reward, sparse, args.success_reward, args.step_penalty))
         episode.append((obs, action, r, next_obs, 1.0 - float(term), by_expert))
         window.append(float(by_expert))
         obs = next_obs
@@ -603,11 +820,15 @@ def main():
             obs, _ = env.reset()
         if online_buf.size > 0:
             half = args.batch_size // 2
-            d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
-            b = {k: torch.cat([d[k], o[k]]) for k in d}
-            stats = sac_update(b) if args.algo == "sac" else update(b, beta)
-            beta = max(args.beta_min, beta - args.beta_decay)
-            if global_step % 1000 == 0:
+
+            def sample():  # half demo (and intervention) data, half online data
+                d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
+                return {k: torch.cat([d[k], o[k]]) for k in d}
+
+            stats = update(sample, online=True, beta=beta)
+            if args.beta_fade:
+                beta = max(args.beta_min, beta - args.beta_decay)
+            if global_step % 1000 == 0 or global_step + 1 == online_steps:
                 log.log(global_step, **stats, **{"charts/beta": beta})
         if (global_step + 1) % 1000 == 0:
             log.log(global_step + 1, **{"charts/intervention_rate": float(np.mean(window))})
@@ -619,11 +840,12 @@ def main():
 
     model_path = os.path.join(log.dir, "model.pt")
     torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas,
-                "log_alpha": log_alpha.detach() if args.algo == "sac" else None,
-                "args": vars(args)}, model_path)
+                "log_alpha": log_alpha.detach() if sac else None,
+                "args": vars(args), "interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()
-    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return 0
+    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} "
+          "(TensorBoard: tensorboard --logdir runs)")
+    return log.exit_code
 
 
 if __name__ == "__main__":

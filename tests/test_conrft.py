@@ -1,6 +1,9 @@
-"""ConRFT: Karras schedule, identity at sigma_min, Cal-QL calibration, loss shapes, short offline convergence."""
+"""ConRFT: Karras schedule, identity at sigma_min, Cal-QL calibration, loss shapes, short offline convergence, and
+the official choices (LayerNorm policy, stage weights, plain TD online, the task reward on demos)."""
 import argparse
+import csv
 import glob
+import inspect
 import os
 import subprocess
 import sys
@@ -13,8 +16,62 @@ from conftest import ROOT
 
 
 def args(**kw):
-    base = dict(num_sample_steps=1, gamma=0.95, cql_n_actions=4, cql_alpha=0.1, sigma_data=0.5)
+    base = dict(num_sample_steps=1, gamma=0.95, cql_n_actions=4, cql_alpha=0.1, sigma_data=0.5, success_reward=10.0,
+                step_penalty=0.05)
     return argparse.Namespace(**(base | kw))
+
+
+def test_policy_trunk_is_dense_layernorm_tanh_as_official():
+    pol, actor = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5), C.GaussianActor(5, 2, 32)
+    for net in (pol.net, actor.net):
+        kinds = [type(m).__name__ for m in net.modules() if not isinstance(m, torch.nn.Sequential)]
+        assert kinds[:6] == ["Linear", "LayerNorm", "Tanh", "Linear", "LayerNorm", "Tanh"], kinds
+    # the time input: sinusoidal features of 1000 * 0.25 * log(k) (official timeMLP), not a learned linear map of k
+    half = 8
+    assert torch.allclose(pol.t_net.freqs, torch.exp(-np.log(1e4) / (half - 1) * torch.arange(half).float()))
+    assert pol.t_net.net[0].in_features == 16
+
+
+def test_official_defaults():
+    a = C.Args()
+    assert (a.eta_offline, a.beta_offline, a.eta, a.beta) == (0.0, 1.0, 1.0, 0.1)  # pretrain / online scripts
+    assert not a.beta_fade and not a.online_cql and a.cta_ratio == 2 and a.eval_noise
+    assert (a.success_reward, a.step_penalty, a.gamma) == (10.0, 0.05, 0.98)
+
+
+def test_demo_rewards_and_mc_returns_carry_the_step_penalty():
+    T = 4
+    demos = {"observations": np.zeros((T, 3), np.float32), "next_observations": np.zeros((T, 3), np.float32),
+             "actions": np.full((T, 2), 1.0, np.float32), "rewards": np.zeros(T, np.float32),
+             "terminations": np.array([0, 0, 0, 1], np.float32), "truncations": np.zeros(T, np.float32)}
+    rows = C.demo_rows(demos, True, args(gamma=0.5))
+    assert np.allclose(rows["rewards"], [-0.05, -0.05, -0.05, 10.0])  # the same task reward as online steps
+    assert np.allclose(rows["mc_returns"], C.mc_returns(rows["rewards"], demos["terminations"], 0.5))
+    assert np.allclose(rows["mc_returns"][-2], -0.05 + 0.5 * 10.0) and np.allclose(rows["masks"], [1, 1, 1, 0])
+    assert rows["actions"].max() < 1.0
+    # the online reward goes through the same function; a dense env keeps its own reward
+    assert np.isclose(C.task_reward(0.0, 3.0, True, 10.0, 0.05), -0.05)
+    assert C.task_reward(1.0, 3.0, True, 10.0, 0.05) == 10
+    assert C.task_reward(0.0, 3.0, False, 10.0, 0.05) == 3.0
+
+
+def test_policy_loss_is_the_consistency_form_only_and_the_sac_baseline_has_its_own():
+    assert "Gaussian" not in inspect.getsource(C.policy_loss)
+    torch.manual_seed(0)
+    actor, critic = C.GaussianActor(5, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
+    obs, act = torch.randn(8, 5), torch.rand(8, 2) * 2 - 1
+    loss, l_bc, q = C.gaussian_policy_loss(actor, critic, obs, act, 1.0, 0.0)
+    assert torch.allclose(loss, ((torch.tanh(actor.dist(obs).mean) - act) ** 2).mean()) and q.item() == 0
+    loss, _, q = C.gaussian_policy_loss(actor, critic, obs, act, 0.1, 1.0)
+    assert q.item() != 0 and torch.isfinite(loss)
+
+
+def test_evaluation_noise_is_drawn_by_default():
+    torch.manual_seed(0)
+    pol, sig = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5), C.karras_sigmas(10, 0.002, 80.0, 7.0)
+    obs = torch.randn(1, 5)
+    assert not torch.equal(pol.sample(obs, sig, noise=True), pol.sample(obs, sig, noise=True))
+    assert torch.equal(pol.sample(obs, sig, noise=False), pol.sample(obs, sig, noise=False))
 
 
 def test_karras_schedule_endpoints_and_order():
@@ -56,6 +113,10 @@ def test_loss_shapes():
     assert critic(b["observations"], torch.rand(8, 3, 2)).shape == (2, 8, 3)
     loss, td, cql = C.calql_loss(critic, target, pol, b, sig, args())
     assert loss.shape == td.shape == cql.shape == ()
+    torch.manual_seed(1)
+    td_only = C.td_loss(critic, target, pol, b, 0.95, sig)
+    torch.manual_seed(1)
+    assert torch.allclose(C.calql_loss(critic, target, pol, b, sig, args())[1], td_only)  # Cal-QL = TD + alpha reg
     p_loss, l_c, q = C.policy_loss(pol, critic, b["observations"], b["actions"], sig, args(), 1.0, 0.1)
     assert p_loss.shape == () and torch.isfinite(p_loss)
     assert pol.sample(b["observations"], sig, steps=3).shape == (8, 2)
@@ -77,8 +138,8 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
         return loss, err
 
     loss0, err0 = stats()
-    for _ in range(1500):
-        idx = torch.randint(len(obs), (256,))
+    for _ in range(400):
+        idx = torch.randint(len(obs), (128,))
         loss = C.consistency_loss(pol, obs[idx], act[idx], sig, 0.5)
         opt.zero_grad()
         loss.backward()
@@ -90,14 +151,28 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
 def test_cli_offline_online_bc_only_and_sac(in_tmp):
     base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40", "--online-steps",
             "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32"]
-    # sac runs past the first 500-step episode, so Stage II updates run too
-    sac = ["--algo", "sac", "--intervene-prob", "0.2", "--online-steps", "520"]
-    for extra in (["--intervene-prob", "0.2"], ["--algo", "bc-only"], sac):
+    # the scripted expert takes over at every chance, so reach episodes end early in success and Stage II updates run
+    online = ["--intervene-prob", "1.0", "--online-steps", "200", "--eval-every", "200"]
+    for extra in (online, ["--algo", "bc-only"], ["--algo", "sac"] + online):
         out = subprocess.run(base + extra, capture_output=True, text=True, timeout=240)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "after Stage I" in out.stdout
     saved = torch.load(glob.glob("runs/*__sac__*/model.pt")[0], weights_only=False)
     assert abs(float(saved["log_alpha"]) - np.log(0.01)) > 1e-6  # SAC's Stage II updates ran (the temperature moved)
+    with open(glob.glob("runs/*__conrft__conrft__*/metrics.csv")[0]) as f:
+        keys = {(r["key"], float(r["value"])) for r in csv.DictReader(f)}
+    names = {k for k, _ in keys}
+    # Stage I trains the critic with Cal-QL; Stage II with the plain TD loss (no Cal-QL term) and a constant beta 0.1
+    assert "offline/cql_diff" in names and "losses/td" in names and "losses/cql_diff" not in names
+    assert {v for k, v in keys if k == "charts/beta"} == {0.1}
+    # the options that are not official: Cal-QL kept online, beta fading from beta_offline
+    out = subprocess.run(base + online + ["--online-cql", "--beta-fade", "--exp-name", "options"], capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(glob.glob("runs/*__options__conrft__*/metrics.csv")[0]) as f:
+        rows = list(csv.DictReader(f))
+    betas = [float(r["value"]) for r in rows if r["key"] == "charts/beta"]
+    assert any(r["key"] == "losses/cql_diff" for r in rows) and betas and 0.99 < max(betas) < 1.0
 
 
 def test_gaussian_actor_log_prob_and_sac_losses():
@@ -112,7 +187,7 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16), "next_observations": torch.randn(16, 5),
          "masks": torch.ones(16)}
     log_alpha = torch.zeros((), requires_grad=True)
-    c = C.sac_critic_loss(actor, critic, target, b, 0.95)
+    c = C.td_loss(critic, target, actor, b, 0.95)  # SAC's critic loss (HIL-SERL: no entropy backup)
     act_l, t = C.sac_actor_losses(actor, critic, log_alpha, obs, -1.5)
     assert c.dim() == act_l.dim() == t.dim() == 0 and torch.isfinite(c + act_l + t)
     t.backward()
@@ -128,3 +203,9 @@ def test_cli_runs_on_hopper_with_the_shipped_expert_intervening(in_tmp):
     metrics = open(glob.glob("runs/Hopper-v4__conrft__sac__*/metrics.csv")[0]).read()
     rates = [float(line.split(",")[2]) for line in metrics.splitlines() if ",charts/intervention_rate," in line]
     assert "eval/return" in metrics and len(rates) == 1 and 0 < rates[0] < 1  # the expert acted, but not always
+
+
+def test_bad_cta_ratio_ends_in_one_sentence(in_tmp):
+    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--cta-ratio", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "--cta-ratio 0" in out.stderr and "Traceback" not in out.stderr

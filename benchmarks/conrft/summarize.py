@@ -1,7 +1,9 @@
-"""Collect the ConRFT / SAC fine-tuning / consistency-BC runs into results.csv, then results.md and plot.png.
+"""Collect the ConRFT / SAC fine-tuning / consistency-BC runs into results.csv, then results.md and plot.png (one
+table and one plot panel per task), with the BC references of bc_reference.csv.
 
     python benchmarks/conrft/summarize.py             (after run.sh)
-    python benchmarks/conrft/summarize.py --from-csv  (re-make the table and plot from the committed results.csv)
+    python benchmarks/conrft/summarize.py --from-csv  (re-make the tables and plot from the committed results.csv)
+With no finished run and no results.csv, results.md holds the BC references alone.
 """
 import csv
 import os
@@ -24,10 +26,11 @@ ALGOS = ("conrft", "sac", "bc-only")
 
 def collect():
     rows = [(a["env_id"], a["algo"], a["seed"], step, key, value) for a, step, key, value in read_runs(HERE, KEYS)]
-    with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["env", "algo", "seed", "step", "key", "value"])
-        w.writerows(rows)
+    if rows:
+        with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
+            w = csv.writer(out)
+            w.writerow(["env", "algo", "seed", "step", "key", "value"])
+            w.writerows(rows)
     return rows
 
 
@@ -36,57 +39,80 @@ def load():
         return [(e, al, int(s), int(st), k, float(v)) for e, al, s, st, k, v in list(csv.reader(f))[1:]]
 
 
+def bc_references():
+    """{env: {policy: [success per seed]}} from bc_reference.csv."""
+    refs = defaultdict(lambda: defaultdict(list))
+    path = os.path.join(HERE, "bc_reference.csv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                refs[r["env"]][r["policy"]].append(float(r["eval_success"]))
+    return refs
+
+
+def pct(xs):
+    return f"{100 * np.mean(xs):.0f}% +- {100 * np.std(xs):.0f}" if len(xs) else "-"
+
+
 def main():
     rows = load() if "--from-csv" in sys.argv else collect()
     runs = defaultdict(lambda: defaultdict(dict))
     for env, algo, seed, step, key, value in rows:
         runs[(env, algo, seed)][key][step] = value
-    env = sorted({k[0] for k in runs})[0]
-    steps = sorted({s for r in runs.values() for s in r["eval/success"]})
-    pct = lambda xs: f"{100 * np.mean(xs):.0f}% +- {100 * np.std(xs):.0f}" if len(xs) else "-"  # noqa: E731
-    out = [f"{env}: eval/success (10 deterministic episodes), mean +- std over seeds (percentage points). Step 0 = after Stage I "
-           "(4,000 offline steps); then Stage II env steps (one update each; batch 128, 4 actions per kind in Cal-QL, scripted "
-           "interventions p 0.02 x 10 steps; see run.sh). consistency-BC alone has no Stage II.", "",
-           "| algo | seeds | " + " | ".join("after Stage I" if s == 0 else f"{s // 1000}k online" for s in steps) +
-           " | intervention rate (mean over Stage II) |", "|---|---|" + "---|" * len(steps) + "---|"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for algo in ALGOS:
-        keys = [k for k in sorted(runs) if k[:2] == (env, algo)]
-        if not keys:
-            continue
-        mat = np.array([[runs[k]["eval/success"].get(s, np.nan) for s in steps] for k in keys])
-        cells = [pct(mat[:, j][~np.isnan(mat[:, j])]) for j in range(len(steps))]
-        iv = [list(runs[k]["charts/intervention_rate"].values()) for k in keys]
-        rate = [np.mean(v) for v in iv if v]
-        out.append(f"| {algo} | {len(keys)} | " + " | ".join(cells) + f" | {pct(rate) if rate else '-'} |")
-        if algo == "bc-only":
-            axes[0].axhline(np.nanmean(mat[:, 0]), color="gray", ls="--", label="consistency BC alone")
-            continue
-        mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
-        axes[0].plot(steps, mean, marker="o", label=algo)
-        axes[0].fill_between(steps, mean - std, mean + std, alpha=0.2)
-        isteps = sorted({s for k in keys for s in runs[k]["charts/intervention_rate"]})
-        imat = np.array([[runs[k]["charts/intervention_rate"].get(s, np.nan) for s in isteps] for k in keys])
-        axes[1].plot(isteps, np.nanmean(imat, 0), label=algo)
-    ref = os.path.join(HERE, "bc_reference.csv")  # plain BC references from bc_reference.py (same demos, budget, eval)
-    if os.path.exists(ref):
-        with open(ref) as f:
-            refs = defaultdict(list)
-            for r in list(csv.DictReader(f)):
-                refs[r["policy"]].append(float(r["eval_success"]))
-        out += ["", "BC references (bc_reference.py: 4,000 steps, batch 128, same eval), success mean +- std over seeds:", "",
-                "| BC policy | seeds | success |", "|---|---|---|"]
-        out += [f"| {k} | {len(v)} | {pct(v)} |" for k, v in refs.items()]
-        if "gaussian-mse" in refs:
-            axes[0].axhline(np.mean(refs["gaussian-mse"]), color="black", ls=":", label="Gaussian MSE BC (bc_reference.py)")
-    axes[0].set_title(f"{env}: eval/success (0 = after Stage I)")
-    axes[0].set_xlabel("Stage II env steps")
-    axes[1].set_title("intervention rate (fraction of expert steps per 1k)")
-    axes[1].set_xlabel("Stage II env steps")
-    for ax in axes:
+    refs = bc_references()
+    envs = sorted({k[0] for k in runs})
+    out = []
+    fig, axes = plt.subplots(1, max(len(envs), 1), figsize=(6 * max(len(envs), 1), 4), squeeze=False)
+    for env, ax in zip(envs, axes[0]):
+        steps = sorted({s for k, r in runs.items() if k[0] == env for s in r["eval/success"]})
+        out += [f"{env}: eval/success (10 episodes), mean +- std over seeds (percentage points). Step 0 = after "
+                "Stage I; then Stage II env steps (offline steps, batch, Cal-QL actions and interventions as run.sh "
+                "was run). consistency-BC alone has no Stage II.", "",
+                "| algo | seeds | " + " | ".join("after Stage I" if s == 0 else f"{s / 1000:g}k online" for s in steps)
+                + " | intervention rate (mean over Stage II) |", "|---|---|" + "---|" * len(steps) + "---|"]
+        for algo in ALGOS:
+            keys = [k for k in sorted(runs) if k[:2] == (env, algo)]
+            if not keys:
+                continue
+            mat = np.array([[runs[k]["eval/success"].get(s, np.nan) for s in steps] for k in keys])
+            cells = [pct(mat[:, j][~np.isnan(mat[:, j])]) for j in range(len(steps))]
+            rate = [np.mean(list(runs[k]["charts/intervention_rate"].values())) for k in keys
+                    if runs[k]["charts/intervention_rate"]]
+            out.append(f"| {algo} | {len(keys)} | " + " | ".join(cells) + f" | {pct(rate) if rate else '-'} |")
+            if algo == "bc-only":
+                ax.axhline(np.nanmean(mat[:, 0]), color="gray", ls="--", label="consistency BC alone")
+                continue
+            mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
+            ax.plot(steps, mean, marker="o", label=algo)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        if refs.get(env, {}).get("gaussian-mse"):
+            ax.axhline(np.mean(refs[env]["gaussian-mse"]), color="black", ls=":",
+                       label="Gaussian MSE BC (bc_reference.py)")
+        ax.set_title(f"{env}: eval/success (0 = after Stage I)")
+        ax.set_xlabel("Stage II env steps")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(HERE, "plot.png"), dpi=100)
+        out.append("")
+    out += ["BC references (bc_reference.py: 4,000 steps, batch 128, LayerNorm-tanh networks, 10 evaluation episodes "
+            "per seed), success mean +- std over seeds:", "",
+            "| task | BC policy | seeds | success |", "|---|---|---|---|"]
+    out += [f"| {env} | {k} | {len(v)} | {pct(v)} |" for env in sorted(refs) for k, v in refs[env].items()]
+    path = os.path.join(HERE, "bc_trunk_ablation.csv")  # consistency BC with other trunks (bc_trunk_ablation.py)
+    if os.path.exists(path):
+        abl = defaultdict(list)
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                abl[(r["variant"], int(r["steps"]), int(r["batch"]), r["eval"])].append(float(r["eval_success"]))
+        out += ["", "Consistency BC on pick-place-v3 by trunk (bc_trunk_ablation.py; tanh-sin = conrft.py; the tanh-sin "
+                "rows at 4,000 x 128 are bc_reference.py's consistency rows), success mean +- std over seeds:", "",
+                "| trunk | steps x batch | evaluation from | seeds | success |", "|---|---|---|---|---|"]
+        ref = refs.get("metaworld/pick-place-v3", {})
+        for name, ev in (("consistency", "z~N(0,I)"), ("consistency-z0", "z=0")):
+            if ref.get(name):
+                abl[("tanh-sin", 4000, 128, ev)] = ref[name]
+        out += [f"| {v} | {s} x {b} | {ev} | {len(x)} | {pct(x)} |" for (v, s, b, ev), x in sorted(abl.items())]
+    if envs:
+        fig.tight_layout()
+        fig.savefig(os.path.join(HERE, "plot.png"), dpi=100)
     text = "\n".join(out)
     with open(os.path.join(HERE, "results.md"), "w") as f:
         f.write(text + "\n")

@@ -1,5 +1,6 @@
-"""Time one full ConRFT Stage I update (Cal-QL critic loss with 3 x 10 sampled actions + policy loss, forward and
-backward) on MetaWorld shapes (obs 39, act 4), batch 256, 2 x 256 networks, 2 critics.
+"""Time one full ConRFT Stage I step as conrft.py makes it (cta_ratio 2 Cal-QL critic losses with 3 x 10 sampled
+actions, then the official Stage I policy loss eta 0, beta 1; forward and backward, no optimiser step) on MetaWorld
+shapes (obs 39, act 4), batch 256, 2 x 256 networks, 2 critics.
 
     python benchmarks/conrft/time_update.py [--threads 1]
 """
@@ -30,10 +31,11 @@ def main():
     times = []
     for _ in range(args.steps + 3):
         t = time.perf_counter()
-        C.calql_loss(cr, tc, pol, b, sig, a)[0].backward()
-        C.policy_loss(pol, cr, b["observations"], b["actions"], sig, a, 1.0, 0.1)[0].backward()
+        for _ in range(2):  # cta_ratio
+            C.calql_loss(cr, tc, pol, b, sig, a)[0].backward()
+        C.policy_loss(pol, cr, b["observations"], b["actions"], sig, a, 1.0, 0.0)[0].backward()
         times.append(time.perf_counter() - t)
-    print(f"torch {torch.__version__}, {args.threads} thread(s): median {np.median(times[3:]) * 1e3:.0f} ms per Stage I update "
+    print(f"torch {torch.__version__}, {args.threads} thread(s): median {np.median(times[3:]) * 1e3:.0f} ms per Stage I step "
           f"({args.steps} updates after 3 warm-up)")
 
 
