@@ -1,44 +1,86 @@
-"""IN-RIL with gradient surgery: one policy network, interleaved 1 IL : m RL updates, dynamic m(t).
+"""IN-RIL with gradient surgery: one policy network, interleaved m(t) RL : 1 IL updates, dynamic m(t).
 
 Paper: Gao et al. 2025, "IN-RIL: Interleaved Reinforcement and Imitation Learning for Policy Fine-Tuning",
 arXiv 2505.10442. There is no public code; this file is a from-scratch implementation (see README.md).
 
 Equations -> code
-    Stage 1, BC pre-training, L_IL = E_{(s,a)~D_exp}[-log pi(a|s)]           -> il_loss(), stage 1 in main()
-    Eq. (interleaved update, Sec. 4.1): one cycle t is one IL step
-        theta <- theta - alpha_IL grad L_IL, then m(t) RL steps theta <- theta - alpha_RL grad L_RL
-        (m = infinity is RL-only fine-tuning)                                  -> the update loop in main()
-    L_RL: PPO's clipped surrogate (Schulman et al. 2017) + value loss, GAE     -> ppo_loss(), gae()
-    Gradient surgery ("separating possibly conflicting gradient updates in orthogonal subspaces", Sec. 4.3):
-        PCGrad (Yu et al. 2020): if g_RL . g_IL < 0, g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL
-        We project the RL gradient off the IL gradient at every RL step (measured on the current demo
-        minibatch), so an RL step never undoes imitation to first order; the IL step is not projected.
-                                                                               -> project_conflicting()
-    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1)              -> grad_cosine()
-    Dynamic m(t) (--dynamic-m). The paper ties the best ratio to rho but does not publish the rule. We use
-        rho_bar <- 0.9 rho_bar + 0.1 rho(t)       (EMA over RL steps)
-        m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max)
+    Stage 1, BC pre-training: min E_{(s,a)~D_exp} ||mu(s) - a||^2 on the policy mean (for a fixed std the same
+        minimiser as L_IL below)                                                -> squared_error(), stage 1 in main()
+    L_IL = E_{(s,a)~D_exp}[-log pi(a|s)], the std detached (a sigma-weighted MSE on the mean), so imitation never
+        shrinks the exploration noise; PPO alone moves the std                  -> il_loss()
+    L_RL: PPO's clipped surrogate (Schulman et al. 2017), advantages by GAE     -> ppo_loss(), gae()
+        (the critic's loss 0.5 (V(s) - R)^2 is written inline in main(), value step by gradient_step())
+    Interleaved update (Sec. 4.1), separate step sizes alpha_IL and alpha_RL:
+        m(t) RL steps  theta <- theta - alpha_RL grad L_RL                      -> rl_step()   (Adam state 1)
+        then one IL step theta <- theta - alpha_IL grad L_IL                    -> il_step()   (Adam state 2)
+        The paper writes a cycle as "one IL step, then m RL steps"; stage 1 ends with IL steps, so the loop's
+        "m(t) RL steps, then one IL step" is the same sequence. m = infinity is RL-only fine-tuning.
+        The loop in main() reads: rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
+    Gradient surgery ("separating possibly conflicting gradient updates in orthogonal subspaces", Sec. 4.3),
+        inside rl_step(), with g_IL = grad L_IL on a fresh demo minibatch at the current theta:
+        (1) PCGrad (Yu et al. 2020) on the raw gradients: if g_RL . g_IL < 0,
+            g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL                      -> project_conflicting()
+        (2) the RL optimizer's Adam step, giving the applied change delta = theta_new - theta_old;
+        (3) Adam rescales coordinates and carries momentum from earlier steps, so delta can still point uphill on
+            L_IL after (1); if g_IL . delta > 0, delta <- delta - (g_IL . delta / ||g_IL||^2) g_IL.
+        What the code guarantees: g_IL . delta <= 0 (up to float rounding) for every RL step, i.e. to first order
+        an RL step does not raise L_IL on the demo minibatch it was measured on. It does not guarantee this on
+        other demos, nor beyond first order. charts/conflict_rate is the fraction of a rollout's RL steps where (1)
+        projected, charts/step_conflict_rate where (3) did.
+        The IL step is not projected.
+    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1)              -> measure_rho(), grad_cosine()
+        Sign convention: both are gradients of losses to be minimised, so rho > 0 means aligned (an RL step also
+        lowers L_IL) and rho < 0 means conflict. Some write-ups use the opposite sign (e.g. with the RL *ascent*
+        direction); here conflict is negative. Measured once per cycle, at the IL step, on that IL step's demo
+        minibatch and the last RL minibatch (L_RL at the current theta, the rollout's log-probs as old).
+    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m).
+        One EMA per cycle (per IL step), the same in inril_residual.py:
+        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max)
       i.e. aligned gradients (rho -> 1) let IL run up to 3x more often (m/3), conflicting ones (rho -> -1)
-      make IL up to 3x rarer (3m), which is the paper's direction: the more IL fights RL, the more RL steps
-      per IL step.                                                             -> dynamic_m()
+      make IL up to 3x rarer (3m): the more IL fights RL, the more RL steps per IL step.     -> dynamic_m()
 
 Baselines on the same code path (--il-mode): `interleave` (IN-RIL), `none` (RL-only fine-tuning, the
-IL-then-RL standard), `regularize` (one loss L_RL + bc_coef * L_IL per step, no interleaving).
+IL-then-RL standard), `regularize` (one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery).
 Surgery is on by default (--pcgrad); --no-pcgrad gives plain interleaving.
 
-Policy: Gaussian MLP, mean net 2 x 256 ReLU, state-independent log std. In L_IL the std is detached
-(sigma-weighted MSE on the mean), so imitation never shrinks the exploration noise; PPO alone moves the std.
-Observations are normalised by the demos' mean/std, fixed and saved with the model.
+Policy: Gaussian MLP, mean net 2 x 256 ReLU, state-independent log std. Observations are normalised by the demos'
+mean/std, fixed and saved with the model. The first --critic-warmup-iters rollouts train only the critic.
+Sparse-reward manipulation (the paper's regime): --sparse-reward gives MetaWorld's success reward (1 on the step of
+success, where the episode ends; 0 otherwise) instead of the dense shaped one; --num-demo-episodes N clones only
+the first N demos, so the BC start is below 100% success.
 
 Run:
     python inril_pcgrad.py --env-id Hopper-v4 --m 10
     python inril_pcgrad.py --env-id Hopper-v4 --il-mode none          # RL-only fine-tuning baseline
     python inril_pcgrad.py --env-id Walker2d-v4 --dynamic-m
+    python inril_pcgrad.py --env-id metaworld/pick-place-v3 --sparse-reward --num-demo-episodes 5 --bc-steps 3000
+
+Fidelity (paper: arXiv 2505.10442; ResiP: ankile/robust-rearrangement, read for the residual file's precedent)
+| design choice | paper / official value (source) | this file | why different |
+|---|---|---|---|
+| update rule | 1 IL step then m RL steps, step sizes alpha_IL, alpha_RL (Sec. 4.1) | m(t) RL steps then 1 IL step, two
+  Adam states (il_lr, actor_lr, both 3e-4) | same sequence after stage 1; separate optimizers so IL steps carry no RL
+  momentum |
+| m | fixed; 5-15 reported robust, ablations 2..30 | m = 10; --dynamic-m adapts it (ours) | the paper proposes adapting
+  m from rho but publishes no rule |
+| rho | gradient-relationship coefficient (Assumption 1), formula not public | cosine of the two loss gradients,
+  conflict negative, EMA 0.9 per cycle | not public |
+| surgery | "orthogonal subspaces" (Sec. 4.3), which gradient is projected not public | PCGrad of g_RL off g_IL, plus
+  projection of the applied Adam step | makes "an RL step does not raise L_IL to first order" hold after Adam |
+| RL algorithm / policy | DPPO, IDQL, residual PPO; diffusion policies; Gym: chunks of 4, 40 envs x 500 steps, actor lr
+  1e-4, critic lr 1e-3 (DPPO setup) | PPO, Gaussian MLP 2 x 256, chunk 1, 8 envs x 256 steps, actor lr 3e-4, critic lr
+  1e-3 | CPU budget; one readable file |
+| L_IL | NLL of the demo actions | same, std detached | imitation must not shrink the exploration std |
+| critic warm-up | not stated; ResiP 5 value-only iterations (src/config/rl/residual_ppo.yaml @4ae40a1) | 5 rollouts
+  (--critic-warmup-iters) | same in both files, so all variants compare like for like |
+| tasks, reward | Robomimic (300 demos), FurnitureBench (50 demos): sparse success; Gym locomotion: dense | MetaWorld
+  scripted demos with --sparse-reward and --num-demo-episodes; Hopper/Walker2d dense | what installs here |
 """
 
 import csv
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -67,8 +109,12 @@ class Args:
     """torch CPU threads"""
     env_id: str = "Hopper-v4"
     """gymnasium MuJoCo id, or metaworld/<task>-v3"""
+    sparse_reward: bool = False
+    """MetaWorld only: reward 1 on the step of success (the episode ends there), else 0, instead of the dense reward"""
     demo_path: str = ""
-    """demonstrations (.npz or minari:<id>); empty: data/<env-id>-medium.npz next to this file"""
+    """demonstrations (.npz or minari:<id>); empty: data/<env-id>-medium.npz, or data/metaworld-<task>.npz"""
+    num_demo_episodes: int = 0
+    """clone only the first N demo episodes (stage 1 and the IL steps); 0: all"""
     chunk_size: int = 1
     """action chunk length k: the policy outputs k actions, executed open loop (1 on locomotion)"""
     # Stage 1: BC
@@ -86,7 +132,9 @@ class Args:
     num_steps: int = 256
     """steps per env per rollout"""
     actor_lr: float = 3e-4
-    """policy learning rate (RL and IL steps)"""
+    """alpha_RL: learning rate of the RL steps (their own Adam state)"""
+    il_lr: float = 3e-4
+    """alpha_IL: learning rate of the interleaved IL steps (their own Adam state)"""
     critic_lr: float = 1e-3
     """value learning rate"""
     gamma: float = 0.99
@@ -105,8 +153,8 @@ class Args:
     """stop the epoch loop when the approximate KL exceeds this"""
     action_std: float = 0.5
     """initial exploration std in action units"""
-    critic_warmup_iters: int = 0
-    """rollouts at the start that train only the value net (policy frozen)"""
+    critic_warmup_iters: int = 5
+    """rollouts at the start that train only the value net (policy frozen, no IL steps)"""
     il_mode: Literal["interleave", "none", "regularize"] = "interleave"
     """interleave: IN-RIL; none: RL-only fine-tuning; regularize: L_RL + bc_coef * L_IL every step"""
     m: int = 10
@@ -118,7 +166,7 @@ class Args:
     m_max: int = 30
     """upper bound of m(t)"""
     pcgrad: bool = True
-    """project conflicting RL gradients off the IL gradient"""
+    """project conflicting RL gradients (and the applied RL step) off the IL gradient"""
     bc_coef: float = 0.1
     """lambda of the regularisation baseline"""
     il_batch_size: int = 256
@@ -171,37 +219,129 @@ class ChunkedActions(gym.Wrapper):
         return obs, total, term, trunc, info
 
 
+class SuccessReward(gym.Wrapper):
+    """Sparse success reward: 1.0 on the step where info["success"] is set (MetaWorld ends the episode there), else 0.
+    The env's own episode statistics (charts/episodic_return) still hold the dense return."""
+
+    def step(self, action):
+        obs, _, term, trunc, info = self.env.step(action)
+        return obs, float(info["success"]), term, trunc, info
+
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return (as gymnasium's NormalizeReward), clipped to 10."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.mean, self.var, self.count, self.ret, self.gamma = 0.0, 1.0, 1e-4, np.zeros(num_envs), gamma
+
+    def __call__(self, r: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + r
+        n, delta, tot = len(r), self.ret.mean() - self.mean, self.count + len(r)
+        self.var = (self.var * self.count + self.ret.var() * n + delta**2 * self.count * n / tot) / tot
+        self.mean, self.count = self.mean + delta * n / tot, tot
+        self.ret[ended] = 0.0
+        return np.clip(r / np.sqrt(self.var + 1e-8), -10, 10)
+
+
 # ---- shared: load_demos ----
 DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")
 
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
+    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
+    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
         except ImportError:
             raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
-        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
-        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
-             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
-             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+        try:
+            eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"Minari dataset {path} is not on disk ({e}): download it with `minari download "
+                             f"{path[len('minari:'):]}`, or check the id with `minari list local`.") from None
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps] or [[]]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps] or [[]]),
+             **{k: np.concatenate([getattr(e, k) for e in eps] or [[]])
+                for k in ("actions", "rewards", "terminations", "truncations")}}
     elif not os.path.exists(path):
         raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
                          f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
     else:
-        with np.load(path) as f:
-            d = {k: f[k] for k in DEMO_KEYS}
-    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
-         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+        import zipfile
+
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+                    raise ValueError("it is not a zip archive")
+            with np.load(path, allow_pickle=False) as f:
+                if missing := [k for k in DEMO_KEYS if k not in f.files]:
+                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
+                                     "data/make_data.py writes them.")
+                d = {k: f[k] for k in DEMO_KEYS}
+        except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+    for k in d:
+        try:
+            d[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
+                             "key as a number array.") from None
+    if empty := [k for k, v in d.items() if v.size == 0]:
+        raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
+                         "least one episode.")
+    d = {k: v.reshape(v.shape[0] if v.ndim else 1, -1) if k in ("observations", "next_observations", "actions")
+         else v.reshape(-1) for k, v in d.items()}
+    if len({len(v) for v in d.values()}) > 1:
+        raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
+            f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
     want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
+            or d["actions"].shape[1:] != want_act):
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
+    for k, v in d.items():
+        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
+            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
+                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
+    if isinstance(env.action_space, gym.spaces.Box):
+        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
+        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
+            i = int(np.argmin(ok))
+            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
+                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
+                             "env or action scale; rescale them to the env's action space.")
+    for k in ("terminations", "truncations"):
+        if not np.isin(d[k], (0.0, 1.0)).all():
+            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
+                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
+    if not (d["terminations"] + d["truncations"]).any():
+        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
+                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
+                         "step.")
     return d
 # ---- end shared ----
+
+
+def default_demo_path(env_id: str) -> str:
+    """data/<env-id>-medium.npz for gymnasium ids; data/metaworld-<task>.npz (50 scripted demos) for MetaWorld."""
+    name = env_id.replace("/", "-") + ("" if env_id.startswith("metaworld/") else "-medium")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", f"{name}.npz")
+
+
+def first_episodes(demos: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first n episodes of `demos` (n = 0: all of them); one sentence if the file holds fewer."""
+    if n == 0:
+        return demos
+    ends = np.flatnonzero(np.logical_or(demos["terminations"], demos["truncations"]))
+    if n < 0 or n > len(ends):
+        raise SystemExit(f"--num-demo-episodes {n} asks for more episodes than the demo file holds ({len(ends)}).")
+    return {k: v[: ends[n - 1] + 1] for k, v in demos.items()}
 
 
 def chunk_targets(demos, k):
@@ -238,7 +378,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -248,19 +392,61 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
+
+
+def log_episodes(log, step: int, final_info: dict, ended: np.ndarray):
+    """charts/episodic_return (the env's own return: dense on MetaWorld) and charts/episodic_success where the env
+    has a success flag, one row per finished episode."""
+    for i in np.where(ended)[0]:
+        log.log(step, **{"charts/episodic_return": float(final_info["episode"]["r"][i])})
+        if "success" in final_info:
+            log.log(step, **{"charts/episodic_success": float(final_info["success"][i])})
 
 
 def mlp(inp, out, hidden=256, out_std=1.0):
@@ -283,11 +469,17 @@ class Policy(nn.Module):
     def norm(self, obs):
         return ((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)
 
+    def forward(self, obs):
+        """The deterministic action mu(s)."""
+        return self.mu(self.norm(obs))
+
     def dist(self, obs):
-        return torch.distributions.Normal(self.mu(self.norm(obs)), self.log_std.exp())
+        return torch.distributions.Normal(self(obs), self.log_std.exp())
 
 
 class Critic(nn.Module):
+    """V(s), 2 x 256 ReLU; obs normalised inside."""
+
     def __init__(self, obs_dim, obs_mean, obs_std):
         super().__init__()
         self.register_buffer("obs_mean", torch.as_tensor(obs_mean))
@@ -301,9 +493,14 @@ class Critic(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # Losses and gradient tools (pure functions; tests call them)
 # ----------------------------------------------------------------------------------------------------------
+def squared_error(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """||pred - a||^2 summed over action dims, mean over the batch: stage 1's BC loss and the logged demo MSE."""
+    return ((pred - act) ** 2).sum(-1).mean()
+
+
 def il_loss(policy: Policy, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """L_IL = E[-log pi(a|s)] with the std detached (a sigma-weighted MSE on the mean); scalar."""
-    mean, std = policy.mu(policy.norm(obs)), policy.log_std.exp().detach()
+    mean, std = policy(obs), policy.log_std.exp().detach()
     return -torch.distributions.Normal(mean, std).log_prob(act).sum(-1).mean()
 
 
@@ -333,9 +530,19 @@ def flat_grad(loss, params):
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def unflatten(flat: torch.Tensor, params) -> list[torch.Tensor]:
+    """Split a flat vector into tensors shaped like `params`."""
+    return [c.view_as(p) for c, p in zip(flat.split([p.numel() for p in params]), params)]
+
+
 def grad_cosine(g_a: torch.Tensor, g_b: torch.Tensor) -> float:
-    """rho = cos(g_a, g_b)."""
+    """cos(g_a, g_b) in [-1, 1]."""
     return float(torch.dot(g_a, g_b) / (g_a.norm() * g_b.norm() + 1e-12))
+
+
+def measure_rho(l_il: torch.Tensor, l_rl: torch.Tensor, params) -> float:
+    """rho(t) = cos(grad L_IL, grad L_RL) on `params`; > 0 aligned, < 0 conflict (both losses are minimised)."""
+    return grad_cosine(flat_grad(l_il, params), flat_grad(l_rl, params))
 
 
 def project_conflicting(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -351,20 +558,51 @@ def dynamic_m(m: int, rho_bar: float, m_min: int, m_max: int) -> int:
     return int(np.clip(round(m * 3.0 ** (-rho_bar)), m_min, m_max))
 
 
-def set_flat_grad(params, flat):
-    i = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[i:i + n].view_as(p).clone()
-        i += n
+def gradient_step(loss, params, opt, max_grad_norm):
+    """One clipped gradient step of `opt` on `loss`."""
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+
+
+def il_step(l_il, params, il_opt, max_grad_norm):
+    """theta <- theta - alpha_IL grad L_IL, by the IL optimizer (its own Adam state: no RL momentum in it)."""
+    gradient_step(l_il, params, il_opt, max_grad_norm)
+
+
+def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
+    """theta <- theta - alpha_RL grad L_RL by the RL optimizer. With l_il (surgery): (1) PCGrad of g_RL off g_IL,
+    (2) Adam's step delta, (3) if g_IL . delta > 0, delta loses its component along g_IL, so g_IL . delta <= 0.
+    Returns (the gradients conflicted, the applied step still conflicted); (False, False) without l_il."""
+    if l_il is None:
+        gradient_step(l_rl, params, rl_opt, max_grad_norm)
+        return False, False
+    g_il = flat_grad(l_il, params)
+    g_rl, grad_hit = project_conflicting(flat_grad(l_rl, params), g_il)  # (1)
+    for p, g in zip(params, unflatten(g_rl, params)):
+        p.grad = g.clone()
+    nn.utils.clip_grad_norm_(params, max_grad_norm)
+    before = torch.cat([p.detach().reshape(-1) for p in params])
+    rl_opt.step()  # (2)
+    descent = before - torch.cat([p.detach().reshape(-1) for p in params])  # -delta
+    descent, step_hit = project_conflicting(descent, g_il)  # (3): -delta . g_IL >= 0 afterwards
+    if step_hit:
+        with torch.no_grad():
+            for p, x in zip(params, unflatten(before - descent, params)):
+                p.copy_(x)
+    return grad_hit, step_hit
 
 
 def main():
     args = tyro.cli(Args)
     if args.il_mode != "interleave" and args.dynamic_m:
         raise SystemExit("--dynamic-m needs --il-mode interleave.")
-    if args.m < 1:
-        raise SystemExit(f"--m must be at least 1 (got {args.m}); use --il-mode none for RL-only fine-tuning.")
+    if args.m < 1 or not 1 <= args.m_min <= args.m_max:
+        raise SystemExit(f"--m, --m-min, --m-max must satisfy m >= 1 and 1 <= m_min <= m_max (got {args.m}, "
+                         f"{args.m_min}, {args.m_max}); use --il-mode none for RL-only fine-tuning.")
+    if args.sparse_reward and not args.env_id.startswith("metaworld/"):
+        raise SystemExit("--sparse-reward needs a MetaWorld env (metaworld/<task>-v3), whose steps flag success.")
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.il_mode}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -373,16 +611,21 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     k = args.chunk_size
+    surgery = args.il_mode == "interleave" and args.pcgrad  # rl_step() projects off the IL gradient
 
     # ---- env and demos ----
     def env_thunk(i):
-        return lambda: ChunkedActions(make_env(args.env_id, args.seed + i)(), k) if k > 1 else make_env(args.env_id, args.seed + i)()
+        def thunk():
+            env = make_env(args.env_id, args.seed + i)()
+            env = SuccessReward(env) if args.sparse_reward else env
+            return ChunkedActions(env, k) if k > 1 else env
+
+        return thunk
 
     envs = gym.vector.SyncVectorEnv([env_thunk(i) for i in range(args.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    demo_path = args.demo_path or os.path.join(data_dir, f"{args.env_id.replace('/', '-')}-medium.npz")
-    demos = load_demos(demo_path, make_env(args.env_id, args.seed)())
+    demo_path = args.demo_path or default_demo_path(args.env_id)
+    demos = first_episodes(load_demos(demo_path, make_env(args.env_id, args.seed)()), args.num_demo_episodes)
     obs_dim, act_dim = demos["observations"].shape[1], demos["actions"].shape[1] * k
     obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
     D_obs = torch.as_tensor(demos["observations"], device=device)
@@ -392,14 +635,14 @@ def main():
 
     policy = Policy(obs_dim, act_dim, obs_mean, obs_std, args.action_std).to(device)
     critic = Critic(obs_dim, obs_mean, obs_std).to(device)
-    actor_params = list(policy.parameters())
+    actor_params, critic_params = list(policy.parameters()), list(critic.parameters())
 
-    # ---- Stage 1: behaviour cloning until the loss plateaus ----
+    # ---- Stage 1: behaviour cloning of the mean until the loss plateaus ----
     bc_opt = torch.optim.Adam(policy.mu.parameters(), lr=args.bc_lr)
     best, since, window = float("inf"), 0, []
-    for step in (bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):
+    for step in log.steps(bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):  # stops on SIGINT
         idx = torch.randint(n_demo, (args.bc_batch_size,), device=device)
-        loss = ((policy.mu(policy.norm(D_obs[idx])) - D_act[idx]) ** 2).sum(-1).mean()
+        loss = squared_error(policy(D_obs[idx]), D_act[idx])
         bc_opt.zero_grad()
         loss.backward()
         bc_opt.step()
@@ -413,32 +656,35 @@ def main():
             if since >= 4:  # no 3% improvement over 2,000 steps: plateau
                 break
 
-    def act_det(o):
-        with torch.no_grad():
-            return policy.mu(policy.norm(torch.as_tensor(o, dtype=torch.float32, device=device))).cpu().numpy()
-
     def eval_fn(o):
-        return act_det(o)[: act_dim // k]  # deterministic, first action of the chunk (closed loop)
+        with torch.no_grad():
+            a = policy(torch.as_tensor(o, dtype=torch.float32, device=device))
+        return a.cpu().numpy()[: act_dim // k]  # deterministic, first action of the chunk (closed loop)
 
     bc_return, bc_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
-    print(f"stage 1: BC on {demo_path} ({n_demo} transitions) -> eval/return {bc_return:.1f}")
+    n_eps = int(np.logical_or(demos["terminations"], demos["truncations"]).sum())
+    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {n_demo} transitions) -> eval/return "
+          f"{bc_return:.1f}, eval/success {bc_success:.2f}")
     log.log(0, **{"eval/return": bc_return, "eval/success": bc_success})
 
-    # ---- Stage 2: PPO fine-tuning, 1 IL step every m(t) RL steps ----
-    actor_opt = torch.optim.Adam(actor_params, lr=args.actor_lr, eps=1e-5)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, eps=1e-5)
+    # ---- Stage 2: PPO fine-tuning; one IL step after every m(t) RL steps ----
+    rl_opt = torch.optim.Adam(actor_params, lr=args.actor_lr, eps=1e-5)  # alpha_RL, its own Adam state
+    il_opt = torch.optim.Adam(actor_params, lr=args.il_lr, eps=1e-5)  # alpha_IL, its own Adam state
+    critic_opt = torch.optim.Adam(critic_params, lr=args.critic_lr, eps=1e-5)
     N, T = args.num_envs, args.num_steps
     batch, mb = N * T, N * T // args.num_minibatches
-    buf = {k_: torch.zeros((T, N) + s, device=device) for k_, s in
-           (("obs", (obs_dim,)), ("act", (act_dim,)), ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
-    ret_mean, ret_var, ret_count, disc_ret = 0.0, 1.0, 1e-4, np.zeros(N)  # reward scaling (NormalizeReward)
+    buf = {k_: torch.zeros((T, N) + s, device=device) for k_, s in (("obs", (obs_dim,)), ("act", (act_dim,)),
+           ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
+    scale_reward = RewardScaler(N, args.gamma)
     obs, _ = envs.reset(seed=args.seed)
-    global_step, rl_steps, m_t, rho_bar, next_eval = 0, 0, args.m, 0.0, args.eval_every
-    since_il, conflicts, measured = 0, 0, 0
+    global_step, rl_steps, next_eval = 0, 0, args.eval_every
+    since_il = 0  # RL steps since the last IL step
+    m_t = args.m  # m(t): RL steps per IL step in the current cycle
+    rho_bar = 0.0  # EMA of rho(t), one update per cycle
     num_iters = max(1, args.total_timesteps // (batch * k))
     pbar = tqdm(total=num_iters * batch * k, desc=f"stage 2: {args.il_mode}")
-    for it in range(num_iters):
-        for t in range(T):
+    for it in log.steps(range(num_iters)):  # stops early on SIGINT/SIGTERM (Logger)
+        for t in range(T):  # ---- rollout ----
             o = torch.as_tensor(obs, dtype=torch.float32, device=device)
             with torch.no_grad():
                 d = policy.dist(o)
@@ -447,110 +693,105 @@ def main():
             obs, r, term, trunc, info = envs.step(a.cpu().numpy())
             global_step += N * k
             pbar.update(N * k)
-            disc_ret = disc_ret * args.gamma + r
-            bm, bv = disc_ret.mean(), disc_ret.var()
-            delta, tot = bm - ret_mean, ret_count + N
-            ret_var = (ret_var * ret_count + bv * N + delta**2 * ret_count * N / tot) / tot
-            ret_mean, ret_count = ret_mean + delta * N / tot, tot
             ended = np.logical_or(term, trunc)
             nxt = obs.copy()
             if ended.any():
                 nxt[ended] = np.stack(info["final_obs"][ended])
-                disc_ret[ended] = 0.0
-                for i in np.where(ended)[0]:
-                    log.log(global_step, **{"charts/episodic_return": float(info["final_info"]["episode"]["r"][i])})
-            with torch.no_grad():
+                log_episodes(log, global_step, info["final_info"], ended)
+            with torch.no_grad():  # bootstrap through truncations, not through terminations
                 not_term = torch.as_tensor(1.0 - term, dtype=torch.float32, device=device)
                 buf["next_val"][t] = critic(torch.as_tensor(nxt, dtype=torch.float32, device=device)) * not_term
             buf["obs"][t], buf["act"][t] = o, a
-            buf["rew"][t] = torch.as_tensor(np.clip(r / np.sqrt(ret_var + 1e-8), -10, 10), device=device)
+            buf["rew"][t] = torch.as_tensor(scale_reward(r, ended), dtype=torch.float32, device=device)
             buf["done"][t] = torch.as_tensor(ended.astype(np.float32), device=device)
             if global_step >= next_eval:
                 next_eval += args.eval_every
                 ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
                 log.log(global_step, **{"eval/return": ret, "eval/success": succ})
-                pbar.set_postfix(eval_return=f"{ret:.0f}", m=m_t)
+                pbar.set_postfix(eval_return=f"{ret:.0f}", eval_success=f"{succ:.2f}", m=m_t)
 
+        # ---- update: PPO minibatches (RL steps), one IL step after every m(t) of them ----
         adv, ret = gae(buf["rew"], buf["val"], buf["next_val"], buf["done"], args.gamma, args.gae_lambda)
         b = {k_: v.reshape((batch,) + v.shape[2:]) for k_, v in buf.items()}
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
-        warmup = it < args.critic_warmup_iters
-        kls, rhos, il_losses, pg_losses = [], [], [], []
+        warmup = it < args.critic_warmup_iters  # value-only rollouts: no RL and no IL steps
+
+        def rl_loss(idx):
+            """L_RL on RL minibatch idx at the current policy, the rollout's log-probs as old: (loss, approx_kl)."""
+            new_logp = policy.dist(b["obs"][idx]).log_prob(b["act"][idx]).sum(-1)
+            return ppo_loss(new_logp, b["logp"][idx], b_adv[idx], args.clip_coef)
+
+        def demo_batch():
+            didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
+            return D_obs[didx], D_act[didx]
+
+        kls, rhos, il_losses, il_mses, pg_losses = [], [], [], [], []
+        conflicts, step_conflicts, projected = 0, 0, 0  # surgery counters of this rollout's RL steps
         for _epoch in range(args.update_epochs):
-            perm = torch.randperm(batch, device=device)
-            for s in range(0, batch, mb):
-                idx = perm[s:s + mb]
+            for idx in torch.randperm(batch, device=device).split(mb):
                 v_loss = 0.5 * ((critic(b["obs"][idx]) - b_ret[idx]) ** 2).mean()
-                critic_opt.zero_grad()
-                v_loss.backward()
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
-                critic_opt.step()
+                gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
                 if warmup:
                     continue
-                new_logp = policy.dist(b["obs"][idx]).log_prob(b["act"][idx]).sum(-1)
-                pg_loss, kl = ppo_loss(new_logp, b["logp"][idx], b_adv[idx], args.clip_coef)
+                pg_loss, kl = rl_loss(idx)
                 kls.append(kl.item())
                 pg_losses.append(pg_loss.item())
-                didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
-                if args.il_mode == "regularize":  # baseline: one combined loss
-                    loss = pg_loss + args.bc_coef * il_loss(policy, D_obs[didx], D_act[didx])
-                    actor_opt.zero_grad()
-                    loss.backward()
-                elif args.il_mode == "interleave" and (args.pcgrad or args.dynamic_m):
-                    l_il = il_loss(policy, D_obs[didx], D_act[didx])
-                    g_rl, g_il = flat_grad(pg_loss, actor_params), flat_grad(l_il, actor_params)
-                    rho = grad_cosine(g_il, g_rl)
-                    rhos.append(rho)
-                    rho_bar = 0.9 * rho_bar + 0.1 * rho
-                    if args.pcgrad:
-                        g_rl, hit = project_conflicting(g_rl, g_il)
-                        conflicts, measured = conflicts + hit, measured + 1
-                    set_flat_grad(actor_params, g_rl)
-                else:
-                    actor_opt.zero_grad()
-                    pg_loss.backward()
-                nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm)
-                actor_opt.step()
+                l_rl, l_il = pg_loss, None
+                if surgery or args.il_mode == "regularize":
+                    l_il = il_loss(policy, *demo_batch())
+                if args.il_mode == "regularize":  # baseline: one combined loss, no surgery
+                    l_rl, l_il = pg_loss + args.bc_coef * l_il, None
+                grad_hit, step_hit = rl_step(l_rl, l_il, actor_params, rl_opt, args.max_grad_norm)
+                if l_il is not None:
+                    projected += 1
+                    conflicts, step_conflicts = conflicts + grad_hit, step_conflicts + step_hit
                 rl_steps += 1
                 since_il += 1
-                if args.il_mode == "interleave" and since_il >= m_t:  # one IL step after m(t) RL steps
-                    didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
-                    l_il = il_loss(policy, D_obs[didx], D_act[didx])
-                    actor_opt.zero_grad()
-                    l_il.backward()
-                    nn.utils.clip_grad_norm_(actor_params, args.max_grad_norm)
-                    actor_opt.step()
-                    il_losses.append(l_il.item())
+                if args.il_mode == "interleave" and since_il >= m_t:  # the cycle's IL step
+                    obs_d, act_d = demo_batch()
+                    l_il = il_loss(policy, obs_d, act_d)
+                    rho = measure_rho(l_il, rl_loss(idx)[0], actor_params)
+                    rho_bar = 0.9 * rho_bar + 0.1 * rho
+                    il_step(l_il, actor_params, il_opt, args.max_grad_norm)
                     since_il = 0
                     if args.dynamic_m:
                         m_t = dynamic_m(args.m, rho_bar, args.m_min, args.m_max)
+                    rhos.append(rho)
+                    il_losses.append(l_il.item())
+                    il_mses.append(squared_error(policy(obs_d), act_d).item())
             if kls and np.mean(kls[-args.num_minibatches:]) > args.target_kl:
                 break
         with torch.no_grad():
             didx = torch.randint(n_demo, (1024,), device=device)
-            demo_mse = ((policy.mu(policy.norm(D_obs[didx])) - D_act[didx]) ** 2).sum(-1).mean().item()
-        scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse, "charts/m": m_t,
+            demo_mse = squared_error(policy(D_obs[didx]), D_act[didx]).item()
+        scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
                    "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
         if pg_losses:
             scalars.update({"losses/policy": float(np.mean(pg_losses)), "losses/approx_kl": float(np.mean(kls))})
+        if args.il_mode == "interleave":
+            scalars["charts/m"] = m_t
         if il_losses:
-            scalars["losses/il"] = float(np.mean(il_losses))
+            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses))})
         if rhos:
             scalars.update({"charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
-        if measured:
-            scalars["charts/conflict_rate"] = conflicts / measured
+        if projected:
+            scalars.update({"charts/conflict_rate": conflicts / projected,
+                            "charts/step_conflict_rate": step_conflicts / projected})
         log.log(global_step, **scalars)
     pbar.close()
 
     final_return, final_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
     log.log(global_step, **{"eval/return": final_return, "eval/success": final_success})
     model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "args": vars(args)}, model_path)
+    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "args": vars(args),
+                "interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()
-    print(f"BC start {bc_return:.1f} -> final eval/return {final_return:.1f} after {global_step} env steps")
-    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+    print(f"BC start {bc_return:.1f} (success {bc_success:.2f}) -> final eval/return {final_return:.1f} "
+          f"(success {final_success:.2f}) after {global_step} env steps")
+    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} "
+          "(TensorBoard: tensorboard --logdir runs)")
     envs.close()
-    return 0
+    return log.exit_code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""IN-RIL (both forms): loss shapes, gradient surgery, dynamic m, zero-init residual, BC convergence, CLI runs."""
+"""IN-RIL (both forms): loss shapes, gradient surgery and what it guarantees after Adam, separate IL/RL optimizers,
+dynamic m and its EMA, the ResiP-style residual, sparse MetaWorld reward, few demos, BC convergence, CLI runs."""
 import glob
+import inspect
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import gymnasium as gym
 import torch
 
 import inril_pcgrad as P
@@ -91,23 +94,175 @@ def test_bc_cuts_the_loss_quickly():
     assert P.il_loss(pol, obs, act).item() < 0.2 * first
 
 
-@pytest.mark.parametrize("script,extra", [("inril_pcgrad.py", ["--dynamic-m"]), ("inril_residual.py", ["--dynamic-m"]),
+SPARSE = ["--env-id", "metaworld/reach-v3", "--sparse-reward", "--num-demo-episodes", "3", "--dynamic-m",
+          "--total-timesteps", "2048", "--num-envs", "2", "--eval-every", "100000"]  # the later flags win
+
+
+@pytest.mark.parametrize("script,extra", [("inril_pcgrad.py", ["--dynamic-m"]), ("inril_residual.py", SPARSE),
                                           ("inril_pcgrad.py", ["--il-mode", "regularize", "--chunk-size", "2"])])
 def test_cli_end_to_end(in_tmp, script, extra):
-    cmd = [sys.executable, os.path.join(ROOT, script), "--total-timesteps", "4096", "--num-envs", "4", "--num-steps", "256",
-           "--bc-steps", "500", "--eval-every", "2048", "--eval-episodes", "1"] + extra
+    cmd = [sys.executable, os.path.join(ROOT, script), "--total-timesteps", "4096", "--num-envs", "4",
+           "--num-steps", "256",
+           "--bc-steps", "500", "--eval-every", "2048", "--eval-episodes", "1", "--critic-warmup-iters", "1"] + extra
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     run = glob.glob(str(in_tmp / "runs" / "*"))[0]
     assert os.path.exists(os.path.join(run, "model.pt"))
     rows = open(os.path.join(run, "metrics.csv")).read()
-    assert "eval/return" in rows and "charts/m" in rows and "losses/policy" in rows
+    assert "eval/return" in rows and "losses/policy" in rows
     if "regularize" not in extra:
-        assert "losses/il" in rows and "charts/rho" in rows
+        assert "losses/il" in rows and "losses/il_mse" in rows and "charts/rho" in rows and "charts/m" in rows
+    else:  # no interleaving: no m(t) to log
+        assert "charts/m" not in rows
+    if script == "inril_pcgrad.py" and "regularize" not in extra:
+        assert "charts/conflict_rate" in rows and "charts/step_conflict_rate" in rows
+    if "--sparse-reward" in extra:  # 3 demo episodes cloned; episodes end in 500 steps, so some finish
+        assert "eval/success" in rows and "charts/episodic_success" in rows
+        assert "(3 demo episodes" in out.stdout
 
 
-def test_cli_bad_demo_file_is_one_sentence(in_tmp):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "inril_residual.py"), "--env-id", "Walker2d-v4", "--demo-path",
-                          DEMOS], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("extra,message", [(["--env-id", "Walker2d-v4", "--demo-path", DEMOS],
+                                            "holds observations of shape (11,)"),
+                                           (["--sparse-reward"], "--sparse-reward needs a MetaWorld env")])
+def test_cli_bad_input_is_one_sentence(in_tmp, extra, message):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "inril_residual.py")] + extra,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "holds observations of shape (11,)" in out.stderr
+    assert message in out.stderr
+
+
+# ---- (2) separate optimizers; what the surgery guarantees after Adam ----
+def toy_rl_steps(step_fn, steps=30):
+    """theta in R^8 under Adam; each step a fresh 'demo minibatch' L_IL = 0.5 ||theta - c||^2 and an RL loss w . theta
+    that pushes along e_0. Returns g_IL . delta (delta = the change Adam applied) for every step."""
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.zeros(8))
+    opt = torch.optim.Adam([theta], lr=0.1)
+    dots = []
+    for _ in range(steps):
+        c, w = 0.5 * torch.randn(8), torch.randn(8) + 3.0 * torch.eye(8)[0]
+        l_il, l_rl = 0.5 * ((theta - c) ** 2).sum(), (w * theta).sum()
+        g_il, before = P.flat_grad(l_il, [theta]), theta.detach().clone()
+        step_fn(l_rl, l_il, [theta], opt)
+        dots.append(float(g_il @ (theta.detach() - before)))
+    return np.array(dots)
+
+
+def pcgrad_then_adam(l_rl, l_il, params, opt):
+    """Surgery on the raw gradients only (the pre-fix code): PCGrad, then Adam's step as it comes."""
+    g, _ = P.project_conflicting(P.flat_grad(l_rl, params), P.flat_grad(l_il, params))
+    params[0].grad = g.clone()
+    opt.step()
+
+
+def test_projected_rl_step_never_raises_il_loss_to_first_order():
+    """What is tested: for every RL step, with g_IL = grad L_IL on that step's demo minibatch at theta before the step
+    and delta = theta_after - theta_before (the change Adam actually applied), g_IL . delta <= 0, i.e. the first-order
+    change of L_IL is not positive. The control shows that PCGrad on the raw gradients alone does not give this under
+    Adam (momentum, per-coordinate scaling), so the test fails if rl_step() loses its projection of the applied step."""
+    dots = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9))
+    assert (dots <= 1e-6).all(), dots
+    assert (toy_rl_steps(pcgrad_then_adam) > 1e-3).sum() >= 10  # the control: raw-gradient PCGrad breaks it
+
+
+def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
+    obs, act = demo_tensors(256)
+    torch.manual_seed(0)
+    pol = P.Policy(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3, 0.5)
+    params = list(pol.parameters())
+    rl_opt, il_opt = torch.optim.Adam(params, lr=1e-3), torch.optim.Adam(params, lr=1e-3)
+    for i in range(6):
+        a = act[:128] + 0.3 * torch.randn(128, 3)
+        logp = pol.dist(obs[:128]).log_prob(a).sum(-1)
+        l_rl, _ = P.ppo_loss(logp, logp.detach(), torch.randn(128), 0.2)
+        l_il = P.il_loss(pol, obs[128:], act[128:])
+        g_il, before = P.flat_grad(l_il, params), torch.cat([p.detach().reshape(-1) for p in params])
+        P.rl_step(l_rl, l_il, params, rl_opt, 0.5)
+        delta = torch.cat([p.detach().reshape(-1) for p in params]) - before
+        assert float(g_il @ delta) <= 1e-6 * float(g_il.norm() * delta.norm())
+        # an IL step moves theta by its own Adam state and leaves the RL optimizer's moments as they were
+        moments = [rl_opt.state[p]["exp_avg"].clone() for p in params]
+        P.il_step(P.il_loss(pol, obs[:128], act[:128]), params, il_opt, 0.5)
+        assert all(torch.equal(m, rl_opt.state[p]["exp_avg"]) for m, p in zip(moments, params))
+        assert il_opt.state[params[-1]]["step"] == i + 1
+
+
+# ---- (3) rho convention, one EMA of rho per cycle in both files ----
+def test_measure_rho_sign_convention():
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    l_il = ((w - 1) ** 2).sum()
+    assert P.measure_rho(l_il, l_il * 3, [w]) == pytest.approx(1.0)  # aligned: positive
+    assert R.measure_rho(l_il, -l_il, [w]) == pytest.approx(-1.0)  # conflict: negative
+
+
+@pytest.mark.parametrize("mod", [P, R])
+def test_cycle_reads_as_the_update_rule_in_both_files(mod):
+    """rl_step, then since_il += 1; at since_il >= m_t: measure_rho, one EMA update of rho_bar, il_step, m_t; in
+    this order, once each, in both files (the two files must smooth m(t) the same way)."""
+    src = inspect.getsource(mod.main)
+    lines = ["rl_step(l_rl", "since_il += 1", "since_il >= m_t", "rho = measure_rho(",
+             "rho_bar = 0.9 * rho_bar + 0.1 * rho",
+             "il_step(", "since_il = 0\n", "m_t = dynamic_m("]
+    assert all(src.count(x) == 1 for x in lines), [x for x in lines if src.count(x) != 1]
+    assert [src.index(x) for x in lines] == sorted(src.index(x) for x in lines)
+
+
+# ---- (1) a real residual ----
+def test_residual_defaults_follow_resip():
+    a = R.Args()
+    assert a.residual_log_std == -1.5 and a.residual_scale == 0.1 and a.residual_l2 == 0.01 and a.residual_l1 == 0.0
+    assert a.critic_warmup_iters == 5 and P.Args().critic_warmup_iters == 5
+    assert a.residual_scale * np.exp(a.residual_log_std) < 0.03  # exploration std in action units: a small correction
+
+
+def test_residual_penalty_and_critic_input():
+    r = torch.tensor([[0.5, -1.0], [0.0, 2.0]], requires_grad=True)
+    pen = R.residual_penalty(r, 0.1, 0.01)
+    assert pen.item() == pytest.approx(0.1 * 3.5 / 4 + 0.01 * 5.25 / 4)
+    pen.backward()
+    assert (torch.sign(r.grad) == torch.sign(r.detach())).all()  # a step on the penalty shrinks the residual
+    obs, act = demo_tensors(16)
+    critic = R.Critic(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3)
+    assert critic(obs, act).shape == (16,) and not torch.equal(critic(obs, act), critic(obs, act + 1))
+
+
+def test_combined_logp_is_the_residual_density_in_action_units():
+    obs, _ = demo_tensors(32)
+    m, s = obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3
+    torch.manual_seed(0)
+    base, res = R.BasePolicy(11, 3, m, s), R.Residual(11, 3, m, s, -1.5)
+    torch.nn.init.normal_(res.r[-1].weight, std=0.1)
+    with torch.no_grad():
+        a_base = base(obs)
+        d = res.dist(obs, a_base)
+        u = d.sample()
+        want = d.log_prob(u).sum(-1) - 3 * np.log(0.1)
+        assert torch.allclose(R.combined_logp(base, res, obs, a_base + 0.1 * u, 0.1), want, atol=1e-4)
+
+
+# ---- the regime: sparse success reward, few demos ----
+class OneStepSuccess(gym.Env):
+    """Succeeds on its third step; dense reward 5 every step."""
+    observation_space, action_space = gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,))
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 5.0, self.t == 3, False, {"success": float(self.t == 3)}
+
+
+@pytest.mark.parametrize("mod", [P, R])
+def test_success_reward_and_first_episodes(mod):
+    env = mod.SuccessReward(OneStepSuccess())
+    env.reset()
+    assert [env.step(np.zeros(1))[1] for _ in range(3)] == [0.0, 0.0, 1.0]
+    demos = {"actions": np.arange(6, dtype=np.float32)[:, None],
+             "terminations": np.array([0, 1, 0, 0, 1, 1], np.float32),
+             "truncations": np.zeros(6, np.float32)}
+    assert mod.first_episodes(demos, 2)["actions"].ravel().tolist() == [0, 1, 2, 3, 4]
+    assert mod.first_episodes(demos, 0) is demos
+    with pytest.raises(SystemExit, match="more episodes than the demo file holds"):
+        mod.first_episodes(demos, 4)

@@ -1,10 +1,13 @@
-"""Collect eval/return from runs/*/metrics.csv into results.csv, then write results.md (table) and plot.png.
+"""Collect the finished runs of run.sh (locomotion) or run_metaworld.sh (sparse-reward MetaWorld) into CSVs, then
+write a table (results.md) and plot.png. Runs are labelled by their --exp-name (the variant names of the scripts).
 
-    python benchmarks/inril/summarize.py            (run.sh calls it at the end)
-    python benchmarks/inril/summarize.py --from-csv (re-make the table and plot from the committed results.csv)
+    python benchmarks/inril/summarize.py                        (run.sh calls it: runs/ -> results.csv,
+                                                                 diagnostics.csv, results.md, plot.png here)
+    python benchmarks/inril/summarize.py --metaworld DIR        (run_metaworld.sh calls it: DIR/runs/ ->
+                                                                 DIR/results.csv in long format, results.md, plot.png)
+    add --from-csv to either to re-make the table and plot from the committed CSVs
 """
 import csv
-import glob
 import os
 import sys
 from collections import defaultdict
@@ -16,27 +19,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LABELS = {("inril_residual", "interleave"): "IN-RIL residual", ("inril_pcgrad", "interleave"): "IN-RIL pcgrad",
-          ("inril_pcgrad", "none"): "RL-only", ("inril_pcgrad", "regularize"): "RL + BC reg.",
-          ("inril_residual_dyn", "interleave"): "IN-RIL residual, dynamic m"}
+sys.path.insert(0, os.path.dirname(HERE))
+from runs_io import read_runs  # noqa: E402
+
+# --exp-name of each variant in run.sh / run_metaworld.sh -> label
+LABELS = {"rl_only": "RL-only", "bc_reg": "RL + BC reg.", "pcgrad_m10": "IN-RIL pcgrad",
+          "pcgrad_dyn": "IN-RIL pcgrad, dynamic m", "res_rl_only": "residual RL-only",
+          "res_bc_reg": "residual + BC reg.", "residual_m10": "IN-RIL residual",
+          "residual_dyn": "IN-RIL residual, dynamic m"}
 BUDGETS = (100_000, 200_000, 300_000)
 EARLY = 100_000
 
 
-DIAG = ("losses/demo_mse", "losses/il", "charts/rho", "charts/conflict_rate", "charts/m")
+DIAG = ("losses/demo_mse", "losses/il", "losses/il_mse", "charts/rho", "charts/conflict_rate",
+        "charts/step_conflict_rate", "charts/m")
 
 
 def collect():
     """runs/*/metrics.csv -> results.csv (eval/return) and diagnostics.csv (demo MSE, rho, conflict rate, m)."""
     rows, diag = [], []
-    for f in sorted(glob.glob(os.path.join(HERE, "runs", "*", "metrics.csv"))):
-        env, file, mode, seed, _ = os.path.basename(os.path.dirname(f)).split("__")
-        with open(f) as fh:
-            for step, key, value in list(csv.reader(fh))[1:]:
-                if key == "eval/return":
-                    rows.append((env, LABELS[(file, mode)], int(seed), int(step), float(value)))
-                elif key in DIAG:
-                    diag.append((env, LABELS[(file, mode)], int(seed), int(step), key, float(value)))
+    for a, step, key, value in read_runs(HERE, ("eval/return",) + DIAG):
+        env, variant, seed = a["env_id"], LABELS[a["exp_name"]], a["seed"]
+        if key == "eval/return":
+            rows.append((env, variant, seed, step, value))
+        else:
+            diag.append((env, variant, seed, step, key, value))
     for name, header, data in (("results.csv", ["env", "variant", "seed", "step", "eval_return"], rows),
                                ("diagnostics.csv", ["env", "variant", "seed", "step", "key", "value"], diag)):
         with open(os.path.join(HERE, name), "w", newline="") as out:
@@ -55,21 +62,24 @@ def load():
 
 
 def diagnostics_table(diag):
-    """Per env and variant, mean over seeds: demo MSE of the acting policy (first, max, last), the IL loss of the
-    interleaved IL steps (first -> last; for the residual file: the base's), mean rho, conflict rate, mean m."""
+    """Per env and variant, mean over seeds: demo MSE of the acting policy (first, max, last), the IL loss and its
+    squared error of the interleaved IL steps (first -> last; for the residual file: the base's), mean rho, mean
+    conflict rates (per rollout: PCGrad on the gradients, projection of the applied step), mean m."""
     by = defaultdict(list)
     for env, variant, seed, step, key, value in diag:
         by[(env, variant, key, seed)].append((step, value))
-    lines = ["| env | variant | demo MSE first -> max -> last | IL loss first -> last | mean rho | conflict rate | mean m |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| env | variant | demo MSE first -> max -> last | IL loss first -> last | IL MSE first -> last | "
+             "mean rho | conflict rate | step conflict rate | mean m |", "|---|---|---|---|---|---|---|---|---|"]
     for env, variant in sorted({(k[0], k[1]) for k in by}):
         def per_seed(key, fn):
             vals = [fn([v for _, v in sorted(by[k])]) for k in by if k[:3] == (env, variant, key)]
             return f"{np.mean(vals):.3g}" if vals else "-"
         mse = " -> ".join(per_seed("losses/demo_mse", fn) for fn in (lambda v: v[0], max, lambda v: v[-1]))
-        il = " -> ".join(per_seed("losses/il", fn) for fn in (lambda v: v[0], lambda v: v[-1]))
-        lines.append(f"| {env} | {variant} | {mse} | {il} | {per_seed('charts/rho', np.mean)} | "
-                     f"{per_seed('charts/conflict_rate', lambda v: v[-1])} | {per_seed('charts/m', np.mean)} |")
+        il, il_mse = (" -> ".join(per_seed(key, fn) for fn in (lambda v: v[0], lambda v: v[-1]))
+                      for key in ("losses/il", "losses/il_mse"))
+        lines.append(f"| {env} | {variant} | {mse} | {il} | {il_mse} | {per_seed('charts/rho', np.mean)} | "
+                     f"{per_seed('charts/conflict_rate', np.mean)} | "
+                     f"{per_seed('charts/step_conflict_rate', np.mean)} | {per_seed('charts/m', np.mean)} |")
     return "\n".join(lines)
 
 
@@ -80,6 +90,8 @@ def at(curve, step):
 
 
 def main():
+    if "--metaworld" in sys.argv:
+        return metaworld(sys.argv[sys.argv.index("--metaworld") + 1])
     rows, diag = load() if "--from-csv" in sys.argv else collect()
     runs = defaultdict(list)
     for env, variant, seed, step, ret in rows:
@@ -113,6 +125,75 @@ def main():
     fig.savefig(os.path.join(HERE, "plot.png"), dpi=100)
     table = "\n".join(lines) + "\n\nDiagnostics (mean over seeds):\n\n" + diagnostics_table(diag)
     with open(os.path.join(HERE, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+MW_KEYS = ("eval/success", "eval/return", "charts/rho", "charts/rho_bar", "charts/m", "losses/demo_mse",
+           "losses/il_mse", "charts/conflict_rate", "charts/step_conflict_rate", "charts/residual_magnitude",
+           "charts/action_std")
+MW_EARLY, MW_MID = 30_000, 50_000
+
+
+def metaworld(folder):
+    """DIR/runs -> DIR/results.csv (env, variant, seed, step, key, value), then DIR/results.md and DIR/plot.png:
+    success, rho and m(t) over env steps, mean +- std over seeds, one column per task."""
+    path = os.path.join(folder, "results.csv")
+    if "--from-csv" in sys.argv:
+        with open(path) as f:
+            rows = [(e, v, int(s), int(st), k, float(x)) for e, v, s, st, k, x in list(csv.reader(f))[1:]]
+    else:
+        rows = [(a["env_id"], LABELS[a["exp_name"]], a["seed"], step, key, value)
+                for a, step, key, value in read_runs(folder, MW_KEYS)]
+        with open(path, "w", newline="") as out:
+            w = csv.writer(out)
+            w.writerow(["env", "variant", "seed", "step", "key", "value"])
+            w.writerows(rows)
+    curves = defaultdict(list)  # (env, variant, key, seed) -> [(step, value)]
+    for env, variant, seed, step, key, value in rows:
+        curves[(env, variant, key, seed)].append((step, value))
+    envs = sorted({k[0] for k in curves})
+    variants = [v for v in LABELS.values() if any(k[1] == v for k in curves)]
+    ms = lambda xs, f="{:.2f}": (f + " +- " + f).format(np.mean(xs), np.std(xs)) if xs else "-"  # noqa: E731
+
+    def per_seed(env, variant, key):
+        return [sorted(curves[k]) for k in sorted(curves) if k[:3] == (env, variant, key)]
+
+    lines = ["| task | variant | seeds | BC start | worst in first 30k | at 50k | final | mean m | mean rho | "
+             "step conflict rate |", "|---|---|---|---|---|---|---|---|---|---|"]
+    fig, axes = plt.subplots(3, len(envs), figsize=(6 * len(envs), 10), squeeze=False)
+    for j, env in enumerate(envs):
+        for variant in variants:
+            succ = per_seed(env, variant, "eval/success")
+            if not succ:
+                continue
+            m = [np.mean([v for _, v in c]) for c in per_seed(env, variant, "charts/m")]
+            rho = [np.mean([v for _, v in c]) for c in per_seed(env, variant, "charts/rho")]
+            scr = [np.mean([v for _, v in c]) for c in per_seed(env, variant, "charts/step_conflict_rate")]
+            lines.append(f"| {env} | {variant} | {len(succ)} | {ms([c[0][1] for c in succ])} | "
+                         f"{ms([min(v for s, v in c if s <= MW_EARLY) for c in succ])} | "
+                         f"{ms([at(c, MW_MID) for c in succ])} | {ms([c[-1][1] for c in succ])} | "
+                         f"{ms(m, '{:.1f}')} | {ms(rho)} | {ms(scr)} |")
+            for i, key in enumerate(("eval/success", "charts/rho", "charts/m")):
+                cs = per_seed(env, variant, key)
+                if not cs:
+                    continue
+                steps = sorted({s for c in cs for s, _ in c})
+                mat = np.array([[at(c, s) for s in steps] for c in cs])
+                mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
+                color = f"C{list(LABELS.values()).index(variant)}"  # one colour per variant in every panel
+                axes[i][j].plot(steps, mean, label=variant, color=color)
+                axes[i][j].fill_between(steps, mean - std, mean + std, alpha=0.15, color=color)
+        for i, ylabel in enumerate(("eval/success (10 episodes)", "rho = cos(grad L_IL, grad L_RL)", "m(t)")):
+            axes[i][j].set_ylabel(ylabel)
+            axes[i][j].set_xlabel("env steps of fine-tuning")
+        axes[0][j].set_title(f"{env}, sparse reward")
+        for i in range(3):
+            axes[i][j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "plot.png"), dpi=100)
+    table = "\n".join(lines)
+    with open(os.path.join(folder, "results.md"), "w") as f:
         f.write(table + "\n")
     print(table)
 
