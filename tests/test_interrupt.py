@@ -58,17 +58,34 @@ def logged(folder):
     return any(len(open(f).readlines()) > 1 for f in glob.glob(os.path.join(folder, "runs", "*", "metrics.csv")))
 
 
-def signal_when_logging(sig, folder, delay=0.2):
-    """A thread that sends `sig` to this process `delay` s after the first metrics row under `folder`."""
+def signal_when_logging(sig, folder, module, monkeypatch, delay=0.2, patience=120):
+    """A thread that sends `sig` to this process `delay` s after the first metrics row under `folder`.
+
+    The test can never hang: if no row comes within `patience` s, or the handler in place then is not the run's
+    Logger (so the signal would reach pytest, or kill it), the thread sends nothing and the run's next
+    Logger.log raises instead, which fails the test with a message saying why."""
+    failed = []
+    log = module.Logger.log
+
+    def guarded_log(self, *a, **k):
+        if failed:
+            raise RuntimeError(f"test_interrupt: {failed[0]}")
+        return log(self, *a, **k)
+
+    monkeypatch.setattr(module.Logger, "log", guarded_log)
+
     def watch():
-        for _ in range(2400):
+        for _ in range(int(patience / 0.05)):
             if logged(folder):
                 time.sleep(delay)
                 handler = signal.getsignal(sig)
                 if type(getattr(handler, "__self__", None)).__name__ == "Logger":  # never pytest's own handler
                     os.kill(os.getpid(), sig)
+                else:
+                    failed.append(f"the run logs but {sig.name}'s handler is {handler!r}, not the Logger's")
                 return
             time.sleep(0.05)
+        failed.append(f"no metrics row within {patience} s")
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -85,7 +102,10 @@ def test_sigint_to_a_cli_run_saves_the_model(tmp_path):
             time.sleep(0.05)
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)
-        rc = p.wait(timeout=120)
+        try:
+            rc = p.wait(timeout=120)
+        finally:
+            p.kill()  # a no-op once it has ended; never leave a run behind
     out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     assert rc == 130, err[-3000:]
     model = check_run(glob.glob(str(tmp_path / "runs" / "*"))[0], signal.SIGINT, out, err)
@@ -97,7 +117,7 @@ def test_signal_in_main_saves_the_model(name, in_tmp, monkeypatch, capsys):
     sig, args = RUNS[name]
     module = importlib.import_module(name)
     monkeypatch.setattr(sys, "argv", [f"{name}.py", *args, *FAST])
-    thread, threads = signal_when_logging(sig, str(in_tmp)), torch.get_num_threads()
+    thread, threads = signal_when_logging(sig, str(in_tmp), module, monkeypatch), torch.get_num_threads()
     try:
         rc = module.main()
     finally:
