@@ -1,45 +1,95 @@
 """RLIF: off-policy RL whose only reward is the expert's intervention, with HG-DAgger / DAgger baselines.
 
 Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforcement Learning", ICLR 2024,
-arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD (rlpd.py, same code):
-`diff rlpd.py rlif.py` shows what RLIF adds.
+arXiv 2311.12996; official code pd-perry/RLIF (read, not copied; examples/train_rlif_main.py). The learner is RLPD
+(rlpd.py, same code): `diff rlpd.py rlif.py` shows what RLIF adds.
 
 Setting (Sec. 4): an expert watches the learner and takes over; the environment's reward is NOT used for
 learning (only logged as charts/episodic_return and eval/return).
-    Reward (Sec. 4.1, as the code labels it): the learner's transition just before a takeover gets r = -1,
-    every other stored transition r = 0; masks from terminations only.                  -> intervention_rewards()
-    Deviation (--terminal-penalty, on by default): a termination (a fall) is labelled r = -1/(1 - gamma), as if the
-    expert intervened at every step after it; with the official labels (r = 0 there) the learner learned to fall
-    at once to escape the -1 labels (Hopper, this CPU setting). --no-terminal-penalty restores them. -> failure_label()
-    Value-based intervention model (Sec. 5, Eq. for the intervention strategy): with a reference critic Q_ref,
-    if Q_ref(s, a_learner) < alpha * Q_ref(s, a_expert) the expert intervenes with probability beta, else with
-    probability 1 - beta (--intervene-alpha 0.99 as for Walker2d, --intervene-beta 0.95).  -> should_intervene()
-    Random intervention: at every learner step with probability --intervene-prob.
-    A takeover lasts --takeover-steps (4) steps. The expert's steps are not stored except the last one (r = 0),
-    unless --hil-serl: then every expert step goes to the online buffer AND to the demo buffer (HIL-SERL's rule).
+    Who acts, what is stored, with which label: one function, as the official loop does it.       -> step_decision()
+      - a takeover lasts --takeover-steps (4) expert steps; the step it ends the learner acts, unchecked, so every
+        takeover after an episode's first step follows a learner step and the expert acts at most 4/5 of the steps;
+      - reward (Sec. 4.1, as the code labels it): the learner's transition just before a takeover gets r = -1,
+        every other stored transition r = 0; masks from terminations only;
+      - the expert's steps are not stored, except a takeover's last one (r = 0); transitions are stored one step
+        late (`pending`), because a transition's label depends on who acts next.
+    Value-based intervention model (Sec. 5): with a reference critic Q_ref and the reference policy's action a_ref,
+    if Q_ref(s, a_learner) < alpha * Q_ref(s, a_ref) the expert takes over with probability beta, else with
+    probability 1 - beta (--intervene-alpha 0.99 as for Walker2d, --intervene-beta 0.95). a_ref comes from the
+    reference (expert) policy even when the intervening expert is the medium one.               -> should_intervene()
+    Random intervention model (--intervention random): an independent coin flip with --intervene-prob at every
+    step; the expert acts that one step (official train_rlif_random_main.py: no takeover length, no hand-back).
+    Terminations (--terminal), the last transition of an episode:                                -> last_transition()
+      drop:    never stored (the official code: it stores one step late under `if t != 0`, and t restarts with each
+               episode), so online data never has mask 0 and a fall is never seen online;
+      zero:    stored with r = 0, mask 0 (what the official labels would give it if it were stored);
+      penalty: stored with r = -1/(1 - gamma), mask 0 on a termination (a fall), as if the expert intervened at every
+               step after it; truncations r = 0, mask 1. This file's default: with `zero` a fall is worth 0, more
+               than any continuation that still sees -1 labels, and an earlier version of this file learned to
+               fall at once on Hopper; with `drop` nothing online says that falling is bad. benchmarks/rlif/
+               compares penalty with drop.                                                          -> terminal_label()
+    Demos (the intervening policy's own episodes in data/) go into the one replay buffer with r = 0 (the terminal
+    label on their terminations), offline ratio 0, as the official scripts do; --offline-ratio > 0 keeps them in a
+    second buffer and samples both, as RLPD does.
     Reference critic: the paper takes it from a stronger RLPD agent. Here it is fitted in this file, honestly and
     cheaply: Monte-Carlo regression of Q_ref(s, a) on --qref-episodes rollouts of the shipped *expert* policy with
     per-episode Gaussian action noise in [0, 0.5] (so off-expert actions are covered), gamma 0.99.   -> fit_qref()
     The intervening expert is the shipped policy of --expert-level (expert or medium, optional --expert-noise):
     a medium expert is the paper's "suboptimal expert" case.
-Baselines (--algo), same intervention model and the same expert:
-    hg-dagger: a deterministic policy trained by BC on the demos plus the expert's takeover labels (aggregated);
-    dagger: the expert labels every state the learner visits (no takeovers; the learner always acts).
-    Both take --bc-updates BC steps every --bc-every env steps.                          -> bc_loss()
+
+Three algorithms, one loop; the flags set at the top of main():
+    algo       learns_by_rl (critic + actor on the labels) | expert_takes_over (intervention model) | bc_labels
+    rlif       yes                                         | yes                                      | -
+    hg-dagger  no: BC, --bc-updates steps every --bc-every | yes                                      | expert steps
+    dagger     no: BC, as hg-dagger                        | no: the learner always acts              | every state
+The BC baselines start from 4 x --bc-updates BC steps on the demos.                                   -> bc_loss()
 
 Run:
     python rlif.py --env-id Hopper-v4 --expert-level medium
     python rlif.py --env-id Hopper-v4 --algo hg-dagger --expert-level medium
-    python rlif.py --env-id Walker2d-v4 --intervention random --intervene-prob 0.3 --utd 1
+    python rlif.py --env-id Walker2d-v4 --intervention random --intervene-prob 0.5
+    python rlif.py --env-id Hopper-v4 --utd 1 --num-qs 2 --hidden 128 --batch-size 128   # benchmarks/rlif setting
+
+Fidelity (official: pd-perry/RLIF; train_rlif_main.py = examples/train_rlif_main.py, config = configs/rlpd_config.py)
+| design choice | official value (source) | this file | why different |
+|---|---|---|---|
+| takeover | 4 steps, then the learner acts 1 step unchecked (train_rlif_main.py) | same (step_decision) | - |
+| reward labels | -1 on the learner step before a takeover, else 0; expert steps not stored but the last (same) |
+  same | - |
+| value rule | Q_ref(s,a_l) < alpha Q_ref(s,a_ref), a_ref from the reference agent; p 0.95 / 0.05 (same) | same | - |
+| alpha | 0.99 Walker2d, 0.97 Pen (scripts/run_*_value_based_rlif.sh) | 0.99 everywhere | no Hopper value
+  script |
+| reference agent | RLPD/BC agent's critic (ensemble mean), stochastic a_ref (same) | MC-fitted Q_ref, shipped expert's
+  deterministic action | no trained RLPD expert is shipped |
+| intervening expert | BC policies of several levels, actions sampled (same) | shipped PPO policies, deterministic
+  (+ --expert-noise) | the data/ policies |
+| random model | independent coin flip each step, p 0.5 on Hopper (train_rlif_random_main.py, run_hopper_random_rlif.sh)
+  | same, --intervene-prob 0.5 | - |
+| terminations | last transition of each episode never stored (train_rlif_main.py, `if t != 0`) | --terminal penalty;
+  drop = official | see Terminations above |
+| demos | D4RL expert trajectories (50 Hopper, 10 Walker2d) for every intervener, one buffer, r = 0, offline_ratio
+  0.0 (scripts) | the intervener's own 20 episodes (data/), one buffer, r = 0, offline ratio 0 | shipped data |
+| networks | actor and critics 3 x 256, E = 10, Z = 2, LayerNorm, backup_entropy False (config) | same | - |
+| UTD | flag default 1; Walker2d script 1, Hopper 15, Pen 5 | 1 | the flag default |
+| start_training, batch | 0, 256 (train_rlif_main.py) | 0, 256 | - |
+| evaluation | 50-100 episodes (scripts) | 10 deterministic episodes | CPU budget |
+| HG-DAgger | L1 action gap > threshold, decaying epsilon 0.05, 4-step takeovers; BC on ALL visited steps incl. the
+  learner's own actions; 100k BC pre-train steps, 2,500 per 5 episodes (utils/env_utils.py BinarySampler,
+  agents/dagger_based_learner.py, run_pen_hgdagger.sh) | RLIF's value rule and takeovers; BC on demos + expert steps
+  only; 2,000 pre-train, 500 per 1,000 env steps | same intervention data as RLIF, so only the learning rule
+  differs; a learner's own action is no label; CPU budget |
+| DAgger | a random 50% of visited states relabelled, the rest keep the learner's action (DaggerUniformSampler) |
+  every visited state labelled by the expert | a learner's own action is no label |
 """
 
 import csv
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -71,20 +121,22 @@ class Args:
     """online env steps"""
     buffer_size: int = 1_000_000
     """online replay capacity"""
-    start_training: int = 1000
-    """env steps (learner acting, expert intervening) before the first update"""
+    start_training: int = 0
+    """env steps (learner acting, expert intervening) before the first update (official 0: the demos are there)"""
     batch_size: int = 256
     """minibatch of one critic step"""
-    utd: int = 15
-    """critic updates per env step (update-to-data ratio G; the paper's Hopper script uses 15, Walker2d 1)"""
+    utd: int = 1
+    """critic updates per env step (update-to-data ratio G; official flag default 1, Walker2d script 1, Hopper 15)"""
     num_qs: int = 10
     """critic ensemble size E"""
     num_min_qs: int = 2
     """size Z of the random subset of target critics the TD target takes the min over"""
-    offline_ratio: float = 0.5
-    """fraction of every batch drawn from the offline data (0: SAC from scratch)"""
+    offline_ratio: float = 0.0
+    """0 (official): the demos go into the one replay buffer; > 0: they stay apart and make this fraction of a batch"""
     hidden: int = 256
-    """width of the 2 hidden layers of actor and critics"""
+    """width of the hidden layers of actor and critics"""
+    num_layers: int = 3
+    """hidden layers of actor and critics (official 3 x 256)"""
     critic_layer_norm: bool = True
     """LayerNorm after every hidden critic layer"""
     actor_lr: float = 3e-4
@@ -110,18 +162,16 @@ class Args:
     intervention: Literal["value", "random"] = "value"
     """intervention model"""
     intervene_alpha: float = 0.99
-    """alpha: intervene when Q_ref(s, a_learner) < alpha * Q_ref(s, a_expert)"""
+    """alpha: intervene when Q_ref(s, a_learner) < alpha * Q_ref(s, a_ref), a_ref from the reference (expert) policy"""
     intervene_beta: float = 0.95
     """beta: probability of intervening when the rule fires (1 - beta otherwise)"""
-    intervene_prob: float = 0.3
-    """random model: probability of a takeover at each learner step"""
+    intervene_prob: float = 0.5
+    """random model: probability that the expert acts, drawn anew at every step (official Hopper script: 0.5)"""
     takeover_steps: int = 4
-    """steps the expert acts once it takes over"""
-    hil_serl: bool = False
-    """store expert takeover steps in both the demo and the online buffer"""
-    terminal_penalty: bool = True
-    """label a termination (a fall) r = -1/(1 - gamma), as if the expert intervened at every step from then on;
-    False: the official code's labels (r = 0, mask 0), under which falling ends all future -1 labels"""
+    """value model: steps the expert acts once it takes over (then the learner acts one step, unchecked)"""
+    terminal: Literal["penalty", "drop", "zero"] = "penalty"
+    """last transition of an episode: penalty (a termination gets r = -1/(1 - gamma), mask 0), drop (never stored,
+    the official code), zero (r = 0, mask 0 on a termination)"""
     qref_episodes: int = 20
     """noisy expert rollouts for the reference critic"""
     qref_steps: int = 3000
@@ -182,29 +232,81 @@ DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
+    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
+    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
         except ImportError:
             raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
-        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
-        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
-             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
-             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+        try:
+            eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"Minari dataset {path} is not on disk ({e}): download it with `minari download "
+                             f"{path[len('minari:'):]}`, or check the id with `minari list local`.") from None
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps] or [[]]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps] or [[]]),
+             **{k: np.concatenate([getattr(e, k) for e in eps] or [[]])
+                for k in ("actions", "rewards", "terminations", "truncations")}}
     elif not os.path.exists(path):
         raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
                          f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
     else:
-        with np.load(path) as f:
-            d = {k: f[k] for k in DEMO_KEYS}
-    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
-         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+        import zipfile
+
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+                    raise ValueError("it is not a zip archive")
+            with np.load(path, allow_pickle=False) as f:
+                if missing := [k for k in DEMO_KEYS if k not in f.files]:
+                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
+                                     "data/make_data.py writes them.")
+                d = {k: f[k] for k in DEMO_KEYS}
+        except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+    for k in d:
+        try:
+            d[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
+                             "key as a number array.") from None
+    if empty := [k for k, v in d.items() if v.size == 0]:
+        raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
+                         "least one episode.")
+    d = {k: v.reshape(v.shape[0] if v.ndim else 1, -1) if k in ("observations", "next_observations", "actions")
+         else v.reshape(-1) for k, v in d.items()}
+    if len({len(v) for v in d.values()}) > 1:
+        raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
+            f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
     want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
+            or d["actions"].shape[1:] != want_act):
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
+    for k, v in d.items():
+        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
+            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
+                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
+    if isinstance(env.action_space, gym.spaces.Box):
+        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
+        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
+            i = int(np.argmin(ok))
+            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
+                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
+                             "env or action scale; rescale them to the env's action space.")
+    for k in ("terminations", "truncations"):
+        if not np.isin(d[k], (0.0, 1.0)).all():
+            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
+                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
+    if not (d["terminations"] + d["truncations"]).any():
+        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
+                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
+                         "step.")
     return d
 # ---- end shared ----
 
@@ -230,7 +332,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -240,18 +346,51 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
 
 
@@ -323,14 +462,17 @@ class EnsembleLayerNorm(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """E critics Q_i(s, a), each Dense -> LayerNorm -> ReLU (x2) -> Dense(1), in one batched module."""
+    """E critics Q_i(s, a), each (Dense -> LayerNorm -> ReLU) x num_layers -> Dense(1), in one batched module."""
 
-    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True):
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True, num_layers=3):
         super().__init__()
         self.num_qs = num_qs
         norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
-        self.net = nn.Sequential(EnsembleLinear(num_qs, obs_dim + act_dim, hidden), norm(), nn.ReLU(),
-                                 EnsembleLinear(num_qs, hidden, hidden), norm(), nn.ReLU(), EnsembleLinear(num_qs, hidden, 1))
+        layers, inp = [], obs_dim + act_dim
+        for _ in range(num_layers):
+            layers += [EnsembleLinear(num_qs, inp, hidden), norm(), nn.ReLU()]
+            inp = hidden
+        self.net = nn.Sequential(*layers, EnsembleLinear(num_qs, hidden, 1))
 
     def forward(self, obs, act):
         x = torch.cat([obs, act], -1)
@@ -340,9 +482,10 @@ class CriticEnsemble(nn.Module):
 class Actor(nn.Module):
     """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
 
-    def __init__(self, obs_dim, act_dim, hidden, low, high):
+    def __init__(self, obs_dim, act_dim, hidden, low, high, num_layers=3):
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        dims = [obs_dim] + [hidden] * num_layers
+        self.trunk = nn.Sequential(*[m for i in range(num_layers) for m in (nn.Linear(dims[i], hidden), nn.ReLU())])
         self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
         self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
         self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
@@ -388,29 +531,57 @@ def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy
 
 
 # ----------------------------------------------------------------------------------------------------------
-# RLIF: intervention model, reward labels, reference critic, BC loss (pure functions; tests call them)
+# RLIF: who acts and what is stored, intervention model, reference critic, BC loss (tests call them)
 # ----------------------------------------------------------------------------------------------------------
-def intervention_rewards(expert_acted: np.ndarray) -> np.ndarray:
-    """Reward labels of one trajectory from who acted at each step (True: the expert): -1 on every learner step
-    that is followed by an expert step (the transition just before a takeover), 0 elsewhere."""
-    e = np.asarray(expert_acted, bool)
-    r = np.zeros(len(e), np.float32)
-    r[:-1][~e[:-1] & e[1:]] = -1.0
-    return r
+class Transition(NamedTuple):
+    """One env step as the replay buffer stores it."""
+    obs: np.ndarray
+    act: np.ndarray
+    rew: float
+    next_obs: np.ndarray
+    mask: float
 
 
-def failure_label(r: float, mask: float, gamma: float, on: bool) -> float:
-    """--terminal-penalty: a transition that ends in termination (a fall) gets r - 1/(1 - gamma), the discounted
-    return of an expert intervening at every step from then on. With the official labels (r = 0, mask 0) a fall is
-    worth 0, more than any continuation that will see -1 labels, and the learner learns to fall at once (seen on
-    Hopper here: about 20-step episodes throughout training). Other transitions keep r."""
-    return r - 1.0 / (1.0 - gamma) if on and mask == 0.0 else r
+def step_decision(pending: Transition | None, prev_expert: bool, takeover_left: int, fires: Callable[[], bool],
+                  takeover_steps: int, hand_back: bool) -> tuple[bool, int, Transition | None]:
+    """Who acts at this step, and what of the previous step is stored with which label (train_rlif_main.py).
+
+    pending: the previous step of this episode (None at its first step), stored only now because its label depends
+    on who acts now. prev_expert: the expert acted it. takeover_left: expert steps still due in the current takeover.
+    fires(): asks the intervention model, only when the learner's action is checked. hand_back: the step a takeover
+    ends the learner acts, unchecked (value model; the random model flips its coin at every step instead).
+    Returns (the expert acts now, takeover_left after this step, pending with its label or None), the label being
+    -1 if a takeover starts right after a learner step, 0 if the learner acts now (after its own step, or after the
+    takeover's last expert step), and None (not stored) if the expert acts again."""
+    if takeover_left > 0:  # a takeover goes on
+        expert, takeover_left = True, takeover_left - 1
+    elif prev_expert and hand_back:  # the takeover ended: the learner acts, unchecked
+        expert = False
+    else:
+        expert = fires()
+        takeover_left = takeover_steps - 1 if expert else 0
+    label = 0.0 if not expert else (-1.0 if not prev_expert else None)
+    store = None if pending is None or label is None else pending._replace(rew=label)
+    return expert, takeover_left, store
 
 
-def should_intervene(q_learner: float, q_expert: float, alpha: float, beta: float, u: float) -> bool:
-    """Value-based model: the rule Q_ref(s, a_l) < alpha * Q_ref(s, a_e) fires -> intervene if u < beta;
+def terminal_label(mask: float, gamma: float, terminal: str) -> float:
+    """Label of a transition that ends in a termination (mask 0): -1/(1 - gamma) under --terminal penalty, the
+    discounted return of an expert intervening at every step from then on, so a fall is never better than any
+    correction; 0 otherwise, and on every transition that does not terminate."""
+    return -1.0 / (1.0 - gamma) if terminal == "penalty" and mask == 0.0 else 0.0
+
+
+def last_transition(pending: Transition, gamma: float, terminal: str) -> Transition | None:
+    """The last transition of an episode (no step follows to label it): None under --terminal drop (the official
+    code never stores it), else stored with r = terminal_label() (a takeover cannot follow it, so no -1)."""
+    return None if terminal == "drop" else pending._replace(rew=terminal_label(pending.mask, gamma, terminal))
+
+
+def should_intervene(q_learner: float, q_ref: float, alpha: float, beta: float, u: float) -> bool:
+    """Value-based model: the rule Q_ref(s, a_learner) < alpha * Q_ref(s, a_ref) fires -> intervene if u < beta;
     otherwise intervene if u < 1 - beta (u ~ U[0, 1))."""
-    return u < (beta if q_learner < alpha * q_expert else 1.0 - beta)
+    return u < (beta if q_learner < alpha * q_ref else 1.0 - beta)
 
 
 class QRef(nn.Module):
@@ -473,6 +644,17 @@ def main():
         raise SystemExit(f"--offline-ratio must be in [0, 1) (got {args.offline_ratio}).")
     if args.expert_level not in ("expert", "medium"):
         raise SystemExit(f"Unknown --expert-level {args.expert_level!r}: use expert or medium (the shipped policies).")
+    if args.takeover_steps < 1 or not 0.0 <= args.intervene_prob <= 1.0:
+        raise SystemExit(f"--takeover-steps must be >= 1 and --intervene-prob in [0, 1] (got {args.takeover_steps}, "
+                         f"{args.intervene_prob}).")
+    # ---- the three algorithms differ only here (table in the module docstring) ----
+    learns_by_rl = args.algo == "rlif"  # critic + actor on the intervention labels; else BC on the expert's labels
+    expert_takes_over = args.algo != "dagger"  # the intervention model runs; dagger: the learner always acts
+    labels_every_state = args.algo == "dagger"  # the expert labels every visited state (hg-dagger: its own steps)
+    # ---- the two intervention models ----
+    hand_back = args.intervention == "value"  # the step a takeover ends, the learner acts unchecked
+    takeover_steps = args.takeover_steps if args.intervention == "value" else 1  # random: one coin per step
+
     run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.algo}-{args.expert_level}__{args.seed}__{int(time.time())}"
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -486,39 +668,44 @@ def main():
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
     env_file = args.env_id.replace("/", "-")
-    expert_act = load_policy(os.path.join(data_dir, f"{env_file}-{args.expert_level}-policy.npz"))
+    expert_path = os.path.join(data_dir, f"{env_file}-{args.expert_level}-policy.npz")
+    ref_path = os.path.join(data_dir, f"{env_file}-expert-policy.npz")
+    expert_act = load_policy(expert_path)  # the intervening expert
+    ref_act = load_policy(ref_path)  # the reference policy: a_ref, and the rollouts Q_ref is fitted on
+    print(f"intervening expert: {expert_path}; reference policy (a_ref, Q_ref): {ref_path}")
     demos = None
     if args.demo_path != "none":
         demo_path = args.demo_path or os.path.join(data_dir, f"{env_file}-{args.expert_level}.npz")
         demos = demo_arrays(load_demos(demo_path, env))
-        # the env's reward is never used for learning: 0, or the failure label on terminations
-        demos["rewards"] = np.array([failure_label(0.0, m, args.gamma, args.terminal_penalty) for m in demos["masks"]], np.float32)
-        print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled: 0, failure label on terminations)")
+        # the env's reward is never used for learning: 0, or the terminal label on terminations
+        fall = terminal_label(0.0, args.gamma, args.terminal)
+        demos["rewards"] = np.where(demos["masks"] == 0.0, fall, 0.0).astype(np.float32)
+        print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled 0, terminations {fall:g})")
     log = Logger(run_name, args)
 
     qref = None
-    if args.intervention == "value" and args.algo != "dagger":
-        qref, r2, n = fit_qref(load_policy(os.path.join(data_dir, f"{env_file}-expert-policy.npz")), make_env(args.env_id, args.seed)(),
-                               args.qref_episodes, args.qref_steps, args.gamma, args.seed)
+    if args.intervention == "value" and expert_takes_over:
+        qref, r2, n = fit_qref(ref_act, make_env(args.env_id, args.seed)(), args.qref_episodes, args.qref_steps, args.gamma,
+                               args.seed)
         print(f"reference critic: Monte-Carlo fit on {n} noisy expert steps, R^2 {r2:.3f}")
         log.log(0, **{"charts/qref_r2": r2})
 
-    actor = Actor(obs_dim, act_dim, args.hidden, env.action_space.low, env.action_space.high).to(device)
-    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
-    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden, env.action_space.low, env.action_space.high, args.num_layers).to(device)
+    critic, target_critic = (CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm,
+                                            args.num_layers).to(device) for _ in range(2))
     target_critic.load_state_dict(critic.state_dict())
     log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, device=device, requires_grad=True)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     temp_opt = torch.optim.Adam([log_alpha], lr=args.temp_lr)
     target_entropy = -act_dim / 2
-    buffer = ReplayBuffer(obs_dim, act_dim, min(args.buffer_size, args.total_timesteps))
     n_demo = len(demos["rewards"]) if demos is not None else 0
-    demo_buffer = ReplayBuffer(obs_dim, act_dim, n_demo + (args.total_timesteps if args.hil_serl else 0) + 1)
-    for i in range(n_demo):
-        demo_buffer.add(*(demos[k][i] for k in ("observations", "actions", "rewards", "next_observations", "masks")))
+    one_buffer = args.offline_ratio == 0.0  # official: the demos go into the replay buffer itself
+    buffer = ReplayBuffer(obs_dim, act_dim, min(args.buffer_size, args.total_timesteps) + (n_demo if one_buffer else 0))
+    demo_buffer = buffer if one_buffer else ReplayBuffer(obs_dim, act_dim, max(n_demo, 1))
     labels = ReplayBuffer(obs_dim, act_dim, n_demo + args.total_timesteps + 1)  # DAgger family: (s, a_expert)
     for i in range(n_demo):
+        demo_buffer.add(*(demos[k][i] for k in ("observations", "actions", "rewards", "next_observations", "masks")))
         labels.add(demos["observations"][i], demos["actions"][i], 0.0, demos["next_observations"][i], 1.0)
 
     def bc_phase(steps):
@@ -531,80 +718,69 @@ def main():
             actor_opt.step()
         return loss.item()
 
-    if args.algo != "rlif" and labels.size > 0:
+    if not learns_by_rl and labels.size > 0:
         log.log(0, **{"losses/bc": bc_phase(4 * args.bc_updates)})
 
     def eval_fn(o):
         with torch.no_grad():
             return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
 
-    def q_pair(o, a_learner, a_expert):
-        """Q_ref(s, a_learner), Q_ref(s, a_expert) in one forward pass."""
-        with torch.no_grad():
-            o2 = torch.as_tensor(np.stack([o, o]), dtype=torch.float32)
-            return qref(o2, torch.as_tensor(np.stack([a_learner, a_expert]), dtype=torch.float32)).tolist()
-
-    def lab(r, mask):
-        return failure_label(r, mask, args.gamma, args.terminal_penalty)
+    def fires():
+        """The intervention model at the current state `obs` and learner action `a_l` (read when called)."""
+        if not expert_takes_over:
+            return False
+        if args.intervention == "random":
+            return bool(rng.random() < args.intervene_prob)
+        with torch.no_grad():  # Q_ref(s, a_learner), Q_ref(s, a_ref) in one forward pass
+            q_l, q_r = qref(torch.as_tensor(np.stack([obs, obs]), dtype=torch.float32),
+                            torch.as_tensor(np.stack([a_l, ref_act(obs)]), dtype=torch.float32)).tolist()
+        return should_intervene(q_l, q_r, args.intervene_alpha, args.intervene_beta, rng.random())
 
     obs, _ = env.reset(seed=args.seed)
-    takeover_left, pending, window = 0, None, []
-    n_takeovers, n_expert_steps = 0, 0
+    pending = None  # this episode's previous step, stored one step late: its label depends on who acts now
+    prev_expert = False  # the expert acted the previous step
+    takeover_left = 0  # expert steps still due in the current takeover
+    n_takeovers, n_expert_steps, n_minus_one, window = 0, 0, 0, []
     pbar = tqdm(range(args.total_timesteps), desc=f"{args.algo} ({args.expert_level} expert, {args.intervention})")
-    for global_step in pbar:
-        # ---- act: the learner proposes, the expert may take over ----
+    for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
+        # ---- act: the learner proposes, the expert may take over (step_decision), the previous step is stored ----
         with torch.no_grad():
             o = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
-            a_l = actor(o, deterministic=args.algo != "rlif")[0][0].cpu().numpy()
+            a_l = actor(o, deterministic=not learns_by_rl)[0][0].cpu().numpy()
         a_e = np.clip(expert_act(obs) + args.expert_noise * rng.standard_normal(act_dim), -1, 1).astype(np.float32)
-        started = False
-        if takeover_left == 0 and args.algo != "dagger":
-            if args.intervention == "value":
-                started = should_intervene(*q_pair(obs, a_l, a_e), args.intervene_alpha, args.intervene_beta, rng.random())
-            else:
-                started = rng.random() < args.intervene_prob
-            if started:
-                takeover_left, n_takeovers = args.takeover_steps, n_takeovers + 1
-        if pending is not None:  # the learner's previous transition: -1 if the expert takes over now
-            buffer.add(*pending[:2], lab(-1.0 if started else 0.0, pending[3]), *pending[2:])
-            pending = None
-        expert_acting = takeover_left > 0
-        action = a_e if expert_acting else a_l
+        expert_acts, takeover_left, store = step_decision(pending, prev_expert, takeover_left, fires, takeover_steps,
+                                                          hand_back)
+        if store is not None:
+            buffer.add(*store)
+            n_minus_one += store.rew == -1.0
+        n_takeovers += expert_acts and not prev_expert
+        action = a_e if expert_acts else a_l
         next_obs, reward, term, trunc, info = env.step(action)
         mask, done = 1.0 - float(term), term or trunc
-        window.append(float(expert_acting))
-        if expert_acting:
-            takeover_left -= 1
-            n_expert_steps += 1
-            labels.add(obs, a_e, 0.0, next_obs, mask)  # hg-dagger: takeover labels
-            if args.hil_serl:
-                buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)
-                demo_buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)
-            elif takeover_left == 0 or done:
-                buffer.add(obs, a_e, lab(0.0, mask), next_obs, mask)  # only the takeover's last expert step is stored
-        else:
-            if args.algo == "dagger":
-                labels.add(obs, a_e, 0.0, next_obs, mask)  # the expert labels every visited state
-            pending = (obs, a_l, next_obs, mask)
+        if expert_acts or labels_every_state:
+            labels.add(obs, a_e, 0.0, next_obs, mask)  # DAgger family: the expert's label of this state
+        pending, prev_expert = Transition(obs, action, 0.0, next_obs, mask), expert_acts
+        n_expert_steps += expert_acts
+        window.append(float(expert_acts))
         obs = next_obs
         if done:
-            if pending is not None:
-                buffer.add(*pending[:2], lab(0.0, pending[3]), *pending[2:])
-                pending = None
+            store = last_transition(pending, args.gamma, args.terminal)
+            if store is not None:
+                buffer.add(*store)
+            pending, prev_expert, takeover_left = None, False, 0
             log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
             obs, _ = env.reset()
-            takeover_left = 0
         if (global_step + 1) % min(1000, args.eval_every) == 0:
             log.log(global_step + 1, **{"charts/intervention_rate": float(np.mean(window)), "charts/takeovers": n_takeovers,
-                                        "charts/expert_steps": n_expert_steps})
+                                        "charts/expert_steps": n_expert_steps, "charts/minus_one_labels": n_minus_one})
             window = []
 
         # ---- learn ----
-        if args.algo != "rlif":
+        if not learns_by_rl:
             if (global_step + 1) % args.bc_every == 0:
                 log.log(global_step + 1, **{"losses/bc": bc_phase(args.bc_updates), "charts/labels": labels.size})
         elif global_step >= args.start_training and buffer.size > 0:
-            offline = demo_buffer.arrays() if demo_buffer.size > 0 else None
+            offline = demo_buffer.arrays() if demo_buffer is not buffer and demo_buffer.size > 0 else None
             batch = {k: v.to(device) for k, v in sample_batch(buffer.arrays(), offline, args.batch_size, args.utd,
                                                               args.offline_ratio if offline is not None else 0.0, rng).items()}
             alpha = log_alpha.exp().detach()
@@ -644,11 +820,12 @@ def main():
 
     model_path = os.path.join(log.dir, "model.pt")
     torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "log_alpha": log_alpha.detach(),
-                "qref": qref.state_dict() if qref is not None else None, "args": vars(args)}, model_path)
+                "qref": qref.state_dict() if qref is not None else None, "args": vars(args),
+                "interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()
-    print(f"takeovers {n_takeovers}, expert steps {n_expert_steps} of {args.total_timesteps}")
+    print(f"takeovers {n_takeovers}, expert steps {n_expert_steps} of {args.total_timesteps}, -1 labels {n_minus_one}")
     print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return 0
+    return log.exit_code
 
 
 if __name__ == "__main__":

@@ -1,15 +1,11 @@
 #!/usr/bin/env bash
-# Probes beyond run.sh. One longer RLIF probe per env (seed 1, 60k env steps, medium intervening expert, otherwise as run.sh): does the
-# RLIF learner start to work alone when given 3x the main benchmark's steps? Writes to long/runs/.
+# RLIF alone for 60k env steps (3x run.sh's budget), medium intervening policy, Hopper-v4, seeds 1-3, otherwise as
+# run.sh: does the learner start to act alone given more steps? Writes to long/runs/; summarize.py reads it.
+# Run: bash benchmarks/rlif/run_long.sh   (JOBS and RUNNER as in run.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p long && cd long
-COMMON="--total-timesteps 60000 --num-qs 2 --num-min-qs 2 --utd 1 --hidden 128 --batch-size 128 --eval-every 10000 --eval-episodes 10 --threads 1"
-for env in Hopper-v4 Walker2d-v4; do
-  echo "python ../../../rlif.py --env-id $env --expert-level medium --algo rlif --seed 1 $COMMON"
-done | xargs -P "${JOBS:-2}" -I{} sh -c '{} > /dev/null 2>&1'
-
-# Two more probes on Hopper-v4 (medium intervening policy, seed 1, 20k steps): UTD 4 instead of 1, and --hil-serl
-# (every expert step also goes to the demo buffer). Same folder; summarize.py tells them apart by their settings.
-P="--env-id Hopper-v4 --expert-level medium --algo rlif --seed 1 --total-timesteps 20000 --num-qs 2 --num-min-qs 2 --hidden 128 --batch-size 128 --eval-every 10000 --eval-episodes 10 --threads 1"
-printf '%s\n' "python ../../../rlif.py $P --utd 4" "python ../../../rlif.py $P --utd 1 --hil-serl" | xargs -P "${JOBS:-2}" -I{} sh -c '{} > /dev/null 2>&1'
+COMMON="--total-timesteps 60000 --num-qs 2 --num-min-qs 2 --utd 1 --hidden 128 --num-layers 2 --batch-size 128 --eval-every 10000 --eval-episodes 10 --threads 1"
+for seed in 1 2 3; do
+  echo "python ../../../rlif.py --env-id Hopper-v4 --expert-level medium --algo rlif --seed $seed $COMMON"
+done | xargs -P "${JOBS:-2}" -I{} sh -c "OMP_NUM_THREADS=1 ${RUNNER:-} {} 2>&1 | tail -n 2"
