@@ -10,14 +10,18 @@ Pipeline (Sec. III) -> code
     Stage 2, real rollouts: deploy it in "real", record (q_t, qdot_t, a_t) trajectories     -> collect_real()
     Stage 3, delta action model (Sec. III-B): s_{t+1} = f_sim(s_t, a_t + pi_delta(s_t, a_t)); pi_delta trained by
         PPO in sim, the sim reset to recorded real states, the recorded real actions replayed, reward
-        r = -||s_{t+1}^sim - s_{t+1}^real||_W^2 - lambda ||delta||^2  (tracking error + action-size penalty; the
-        paper uses exp-kernel tracking terms plus an action-rate/size penalty: we keep one negative error term)
-        over --delta-horizon steps from each reset                                        -> DeltaTrackingEnv, track_reward()
+        r = -||s_{t+1}^sim - s_{t+1}^real||_W^2 - lambda ||delta||^2  (default, --delta-reward error)  -> track_reward()
+        or the official form (--delta-reward official): exp-kernel tracking terms, action-rate -0.01,
+        -0.1 (exp(||delta||) - 1)                                                           -> official_track_reward()
+        over --delta-horizon steps from each reset; a fall never terminates, episodes only truncate -> DeltaTrackingEnv
     Stage 4, fine-tuning in the aligned sim: pi_delta frozen, the policy's action a becomes a + pi_delta(s, a)
         in sim, PPO from the pre-trained weights                                          -> AlignedSim, ppo()
     Stage 5, deploy in real                                                               -> evaluate() on the real env id
 Baselines on the same code (--method): `direct` (no fine-tuning), `finetune-sim` (fine-tune in plain sim),
-`sysid` (coordinate search over the physics scales on the same tracking error, then fine-tune in that sim).
+`sysid` (coordinate search over the physics scales on the same tracking error, repeated until a round changes
+nothing, at least 4 rounds; then fine-tune in that sim)                                   -> sysid_search().
+PPO's critic sees the same normalised inputs as its actor (fixed statistics: the shipped policy's for the
+fine-tuning, the policy's observation statistics and unit scale for the real action for the delta model).
 
 "Real" (PhysicsGap, a gymnasium wrapper that passes gymnasium's env checker): torso mass x --mass-scale,
 friction x --friction-scale, actuator gear x --gear-scale, and --action-delay steps of delay. Default: torso
@@ -26,11 +30,38 @@ mass x 1.5, where the shipped Hopper expert drops from 3265 to 1063 (10 episodes
 Run:
     python asap_delta.py --env-id Hopper-v4                                 # ASAP, default gap (torso mass x 1.5)
     python asap_delta.py --env-id Hopper-v4 --gear-scale 0.8 --mass-scale 1 --method sysid
+
+Fidelity (official code: LeCAR-Lab/ASAP, humanoidverse/)
+| design choice | paper / official value (source) | this file | why different |
+|---|---|---|---|
+| robot, "real" | Unitree G1; IsaacGym -> IsaacSim/Genesis, real robot | MuJoCo Hopper, "real" = changed mass / gear /
+  friction / delay (PhysicsGap) | runs on a CPU; sim-to-sim as the paper's own checks |
+| delta model inputs | sim obs + real action (envs/delta_a/delta_a_open_loop.py) | sim obs + real action to be applied
+  next | - |
+| falls in the delta env | never terminate (terminate_by_* False, config/env/delta_a_open_loop.yaml) | never
+  terminate, only truncate | - |
+| delta reward | exp-kernel tracking of body/joint pos and vel, action rate -0.01, -0.1 (exp(norm a) - 1)
+  (config/rewards/motion_tracking/delta_a/reward_delta_a_openloop.yaml, README command) | default -state error - 0.1
+  norm(delta)^2; --delta-reward official gives the official form mapped to the hopper (root z/pitch = body position,
+  sigma 0.03; joints sigma 1) | a hopper has no body keypoints; the default is the simpler form the benchmark was
+  first run with; the official form is offered, not benchmarked |
+| episode horizon | max_episode_length_s=1.0 (README command) | --delta-horizon 10 steps = 0.08 s (Hopper dt 0.008);
+  --delta-horizon 125 gives 1 s | the benchmark keeps the 10 steps it was first run with; 1 s is not benchmarked |
+| delta critic | asymmetric: critic_obs adds the reference (real) body positions and their difference
+  (config/obs/delta_a/open_loop.yaml) | the actor's observation, normalised | not added for lack of time; the real
+  next state would be the hopper's reference |
+| RL algorithm | PPO | PPO (GAE, clip 0.2, reward scaling) | - |
+| SysID baseline | identify physical parameters (a baseline in the paper) | coordinate search of 3 scales on a
+  13-point log grid, until a round changes nothing (>= 4 rounds) | the simplest search that finds a grid optimum of 3
+  scales (test: recovers a known gear scale) |
+| fine-tuning | policy trained in the sim with the frozen delta, then deployed | same, from the shipped expert's
+  weights, --finetune-steps PPO steps | - |
 """
 
 import csv
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -82,7 +113,10 @@ class Args:
     delta_steps: int = 200_000
     """PPO env steps for the delta action model"""
     delta_penalty: float = 0.1
-    """lambda: penalty on ||delta||^2"""
+    """lambda: penalty on ||delta||^2 (--delta-reward error)"""
+    delta_reward: Literal["error", "official"] = "error"
+    """error: r = -||s - s_real||_W^2 - lambda ||delta||^2; official: the official code's form, exp-kernel tracking
+    terms + action-rate -0.01 + -0.1 (exp(||delta||) - 1) (official_track_reward())"""
     delta_std: float = 0.1
     """initial std of the delta policy"""
     finetune_steps: int = 300_000
@@ -91,8 +125,9 @@ class Args:
     """initial exploration std of the fine-tuned policy"""
     sysid_grid: int = 13
     """sysid: values per physics scale on a log grid over [0.5, 2]"""
-    sysid_rounds: int = 2
-    """sysid: rounds of coordinate search over (mass, friction, gear)"""
+    sysid_rounds: int = 10
+    """sysid: at most this many rounds of coordinate search over (mass, friction, gear); it stops earlier, after
+    at least 4 rounds, once a whole round leaves the scales unchanged (converged)"""
     num_envs: int = 8
     """parallel envs for PPO"""
     num_steps: int = 256
@@ -178,7 +213,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -188,18 +227,51 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
 
 
@@ -276,20 +348,38 @@ def track_reward(err, delta, lam):
     return -err - lam * float(np.sum(np.square(delta)))
 
 
+def official_track_reward(qpos, qvel, qpos_ref, qvel_ref, delta, prev_delta):
+    """The official delta-model reward (LeCAR-Lab/ASAP, reward_delta_a_openloop.yaml + README command) mapped to the
+    hopper: exp-kernel tracking terms exp(-mean sq. error / sigma) on body position (root z and pitch, weight 1,
+    sigma 0.03), body velocity (root, 0.5, 1), joint position (0.5, 1) and joint velocity (0.5, 1), the action-rate
+    penalty -0.01 ||delta_t - delta_{t-1}||^2 and -0.1 (exp(||delta||) - 1). At most 2.5; 2.5 only for perfect
+    tracking with no correction."""
+    def kern(x, x_ref, sigma):
+        return float(np.exp(-np.mean((x - x_ref) ** 2) / sigma))
+
+    track = (1.0 * kern(qpos[1:3], qpos_ref[1:3], 0.03) + 0.5 * kern(qvel[:3], qvel_ref[:3], 1.0)
+             + 0.5 * kern(qpos[3:], qpos_ref[3:], 1.0) + 0.5 * kern(qvel[3:], qvel_ref[3:], 1.0))
+    return (track - 0.01 * float(np.sum(np.square(delta - prev_delta)))
+            - 0.1 * (float(np.exp(np.linalg.norm(delta))) - 1.0))
+
+
 class DeltaTrackingEnv(gym.Env):
     """Sim reset to recorded real states; the real actions are replayed with a correction delta added; the
-    observation is (sim obs, real action); reward track_reward() against the next real state."""
+    observation is (sim obs, real action to be applied next); reward track_reward() (or official_track_reward())
+    against the next real state. As the official delta env (terminate_by_* off), a fall never terminates: an
+    episode only truncates, after `horizon` steps or at the end of the recorded trajectory (every reward of the
+    error form is <= 0, so a termination would pay the delta model to fall)."""
 
-    def __init__(self, env_id, trajs, horizon, lam, seed=0):
+    def __init__(self, env_id, trajs, horizon, lam, seed=0, reward="error"):
         self.sim = gym.make(env_id).unwrapped
-        self.trajs, self.horizon, self.lam = trajs, horizon, lam
+        self.trajs, self.horizon, self.lam, self.reward = trajs, horizon, lam, reward
         o, a = trajs[0]["obs"].shape[1], trajs[0]["act"].shape[1]
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (o + a,), np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (a,), np.float32)
         self.rng = np.random.default_rng(seed)
 
-    def _obs(self):
-        return np.concatenate([self.sim._get_obs(), self.traj["act"][self.t]])
+    def _obs(self):  # at the last recorded step there is no next real action: the last one stands in
+        return np.concatenate([self.sim._get_obs(), self.traj["act"][min(self.t, len(self.traj["act"]) - 1)]])
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
@@ -299,18 +389,22 @@ class DeltaTrackingEnv(gym.Env):
         self.t = self.t0 = int(self.rng.integers(len(self.traj["act"])))
         self.sim.reset(seed=int(self.rng.integers(2**31)))
         self.sim.set_state(self.traj["qpos"][self.t], self.traj["qvel"][self.t])
+        self.prev_delta = np.zeros(self.action_space.shape)
         return self._obs(), {}
 
     def step(self, delta):
         delta = np.clip(delta, -1, 1)
         a = np.clip(self.traj["act"][self.t] + delta, -1, 1)
-        _, _, term, _, _ = self.sim.step(a)
+        self.sim.step(a)  # the sim's own termination (a fall) is ignored
         qp, qv = get_state(self.sim)
         self.t += 1
-        err = float(state_error(qp, qv, self.traj["qpos"][self.t], self.traj["qvel"][self.t]))
+        qp_ref, qv_ref = self.traj["qpos"][self.t], self.traj["qvel"][self.t]
+        err = float(state_error(qp, qv, qp_ref, qv_ref))
+        r = (official_track_reward(qp, qv, qp_ref, qv_ref, delta, self.prev_delta) if self.reward == "official"
+             else track_reward(err, delta, self.lam))
+        self.prev_delta = delta
         trunc = self.t - self.t0 >= self.horizon or self.t >= len(self.traj["act"])
-        obs = self._obs() if not trunc else np.concatenate([self.sim._get_obs(), np.zeros_like(delta)])
-        return obs, track_reward(err, delta, self.lam), bool(term), bool(trunc and not term), {"tracking_error": err}
+        return self._obs(), r, False, bool(trunc), {"tracking_error": err}
 
 
 def open_loop_error(env_id, trajs, horizon, delta_fn=None, make=None, stride=5):
@@ -400,7 +494,7 @@ def ppo(env_fns, actor, critic, total_steps, args, log, tag, on_eval=None, warmu
     keys = ("obs", "act", "logp", "rew", "val", "done", "next_val")
     obs, _ = envs.reset(seed=args.seed)
     ret_var, ret_mean, ret_count, disc, step, next_eval = 1.0, 0.0, 1e-4, np.zeros(N), 0, args.eval_every
-    for it in tqdm(range(max(1, total_steps // batch)), desc=tag):
+    for it in log.steps(tqdm(range(max(1, total_steps // batch)), desc=tag)):  # stops on SIGINT/SIGTERM (Logger)
         buf = {k: [] for k in keys}
         for _ in range(T):
             o = torch.as_tensor(obs, dtype=torch.float32)
@@ -471,8 +565,36 @@ def evaluate_in(make, act_fn, episodes, seed):
     return float(np.mean(rets))
 
 
-def critic_net(inp):
-    return nn.Sequential(nn.Linear(inp, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+class ValueMLP(GaussianMLP):
+    """V(s): the same 2 x 64 tanh net on inputs normalised by the actor's (mean, var) (fixed statistics)."""
+
+    def forward(self, x):
+        return self.mean(x)
+
+
+def critic_net(inp, mean=None, var=None):
+    v = ValueMLP(inp, 1, 1.0, mean, var)
+    v.log_std.requires_grad_(False)
+    return v
+
+
+def sysid_search(env_id, trajs, horizon, grid_n, max_rounds, min_rounds=4, steps=lambda it: it):
+    """SysID baseline: coordinate search of (mass, friction, gear) scales on a log grid over [0.5, 2] that
+    minimises the open-loop tracking error on `trajs`; rounds repeat until one leaves the scales unchanged (at
+    least `min_rounds`, at most `max_rounds`). Returns (scales, rounds run, converged)."""
+    scales, grid = [1.0, 1.0, 1.0], np.exp(np.linspace(np.log(0.5), np.log(2.0), grid_n))
+    rounds, converged = 0, False
+    for rounds in steps(range(1, max_rounds + 1)):
+        before = list(scales)
+        for j in range(3):  # mass, friction, gear: scan one on the log grid, the others held
+            trials = [scales[:j] + [g] + scales[j + 1:] for g in grid]
+            errs = [open_loop_error(env_id, trajs, horizon, stride=10,
+                                    make=lambda s=s: PhysicsGap(gym.make(env_id), *s))[0] for s in trials]
+            scales = trials[int(np.argmin(errs))]
+        if scales == before and rounds >= min_rounds:
+            converged = True
+            break
+    return [float(x) for x in scales], rounds, converged
 
 
 def main():
@@ -519,9 +641,9 @@ def main():
             var = np.concatenate([p["obs_var"], np.ones(act_dim, np.float32)])
             delta.mu_in.copy_(torch.as_tensor(mean))
             delta.sd_in.copy_(torch.as_tensor(np.sqrt(var + 1e-8)))
-            fns = [lambda i=i: DeltaTrackingEnv(args.env_id, train, args.delta_horizon, args.delta_penalty, args.seed + i)
-                   for i in range(args.num_envs)]
-            ppo(fns, delta, critic_net(obs_dim + act_dim), args.delta_steps, args, log, "delta")
+            fns = [lambda i=i: DeltaTrackingEnv(args.env_id, train, args.delta_horizon, args.delta_penalty, args.seed + i,
+                                                reward=args.delta_reward) for i in range(args.num_envs)]
+            ppo(fns, delta, critic_net(obs_dim + act_dim, mean, var), args.delta_steps, args, log, "delta")
             delta.log_std.requires_grad_(False)
 
             def delta_fn(o, a):
@@ -534,16 +656,14 @@ def main():
             sim_fn = lambda i: (lambda: AlignedSim(make_env(args.env_id, args.seed + i)(), delta))  # noqa: E731
             saved["delta"] = delta.state_dict()
         elif args.method == "sysid":  # baseline: coordinate search of the physics scales on the same tracking error
-            scales, grid = [1.0, 1.0, 1.0], np.exp(np.linspace(np.log(0.5), np.log(2.0), args.sysid_grid))
-            for _ in tqdm(range(args.sysid_rounds), desc="sysid"):
-                for j in range(3):  # mass, friction, gear: scan one on the log grid, the others held
-                    trials = [scales[:j] + [g] + scales[j + 1:] for g in grid]
-                    errs = [open_loop_error(args.env_id, train, args.delta_horizon, stride=10,
-                                            make=lambda s=s: PhysicsGap(gym.make(args.env_id), *s))[0] for s in trials]
-                    scales = trials[int(np.argmin(errs))]
+            scales, rounds, converged = sysid_search(args.env_id, train, args.delta_horizon, args.sysid_grid,
+                                                     args.sysid_rounds, steps=lambda r: log.steps(tqdm(r, desc="sysid")))
+            if not converged:
+                print(f"sysid: scales still changing after {rounds} rounds (--sysid-rounds {args.sysid_rounds})")
             err_s, ang_s = open_loop_error(args.env_id, held, args.delta_horizon, make=lambda: PhysicsGap(gym.make(args.env_id), *scales))
             log.log(0, **{"tracking/sysid_error": err_s, "tracking/sysid_angle_error": ang_s, "sysid/mass_scale": scales[0],
-                          "sysid/friction_scale": scales[1], "sysid/gear_scale": scales[2]})
+                          "sysid/friction_scale": scales[1], "sysid/gear_scale": scales[2],
+                          "sysid/rounds": rounds, "sysid/converged": float(converged)})
             print(f"sysid: mass x{scales[0]:.2f}, friction x{scales[1]:.2f}, gear x{scales[2]:.2f}; held-out error {err_s:.4f}")
             sim_fn = lambda i: (lambda: gym.wrappers.RecordEpisodeStatistics(PhysicsGap(gym.make(args.env_id), *scales)))  # noqa: E731
             saved["sysid_scales"] = scales
@@ -562,7 +682,8 @@ def main():
             r, _ = evaluate(act_det, real_id, args.eval_episodes, eval_seed)
             log.log(step, **{"eval/return": r})
 
-        ppo([sim_fn(i) for i in range(args.num_envs)], actor, critic_net(obs_dim), args.finetune_steps, args, log, "finetune",
+        ppo([sim_fn(i) for i in range(args.num_envs)], actor, critic_net(obs_dim, p["obs_mean"], p["obs_var"]),
+            args.finetune_steps, args, log, "finetune",
             on_eval=on_eval, warmup_iters=args.critic_warmup_iters)
         real_ret, _ = evaluate(act_det, real_id, args.eval_episodes, eval_seed)
         sim_ret, _ = evaluate(act_det, args.env_id, args.eval_episodes, eval_seed)
@@ -571,10 +692,10 @@ def main():
 
     saved.update({"actor": actor.state_dict(), "final_real_return": real_ret})
     model_path = os.path.join(log.dir, "model.pt")
-    torch.save(saved, model_path)
+    torch.save(saved | {"interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()
     print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return 0
+    return log.exit_code
 
 
 if __name__ == "__main__":

@@ -6,12 +6,17 @@ state tokens; everything else follows the paper's pipeline.
 
 Pipeline (Sec. IV, Alg. 1) -> code
     Model: backbone ("VLM") = word embedding of the task name + linear state tokens + a Transformer with LoRA
-        adapters (rank --lora-rank, B zero-initialised so LoRA starts as the identity) on every linear layer;
-        an action head (Gaussian) and a critic head of the same shape with one output.      -> VLA, LoRALinear
-    Stage 0: SFT of the whole model on the expert tasks' demos D_e: min E ||pi(o, l) - a||^2.   -> sft_loss()
+        adapters W x + (alpha / r) B A x (r --lora-rank, alpha --lora-alpha, B zero-initialised so LoRA adds nothing
+        at first) on every linear layer; an action head (Gaussian) and a critic head of the same shape with one
+        output.                                                                            -> VLA, LoRALinear
+    Stage 0: SFT on the expert tasks' demos D_e: min E ||pi(o, l) - a||^2, of the base weights and heads (the lite
+        backbone is not pre-trained, so stage 0 is its pre-training; LoRA stays zero)          -> sft_loss()
     Odd stages (RL): the backbone (base weights and LoRA) frozen, online RL trains only the action and critic
         heads on the RL tasks with the sparse reward 1 on success. PPO here (the paper's simulation RL); the
-        frozen backbone's features are computed once per step. Successful trajectories go into D_RL. -> rl_stage()
+        frozen backbone's features are computed once per step. PPO's ratio uses the log-prob of the raw Gaussian
+        sample, the env gets it clipped to [-1, 1] (sample_action()); a time limit is bootstrapped with V(final
+        observation), a success is not (gae()). Successful trajectories, with the clipped actions, go into D_RL.
+                                                                                           -> rl_stage()
     Even stages (SFT): LoRA + heads trained on D_e united with D_RL, so nothing learned is forgotten. -> sft_stage()
     Splits: expert tasks (in the demos), RL tasks (new tasks, no demos), held-out tasks (never trained on);
     success on all three after every stage.
@@ -22,11 +27,29 @@ train only the heads).
 Run:
     python ire_vla_lite.py --num-iterations 2
     python ire_vla_lite.py --mode plain-rl --num-iterations 2
+
+Fidelity (paper: arXiv 2501.16664, Sec. IV and Alg. 1; no official code is public)
+| design choice | paper value (source) | this file | why different |
+|---|---|---|---|
+| backbone | BLIP-2 3B VLM on images + instruction, LoRA (Sec. IV) | 2-layer Transformer, d 64, over instruction word
+  tokens and 4 state tokens; LoRA r 8, alpha 16 (scale 2) on every linear layer | CPU budget; no images in the
+  state-based MetaWorld used here |
+| stage 0 | SFT of the VLM (LoRA) + action head on expert data | SFT of the base weights + heads; LoRA kept at zero
+  | the lite backbone has no pre-training: its base weights must learn in stage 0, LoRA then adapts them later |
+| RL stages | VLM frozen, action + critic heads trained online, sparse success reward | same | - |
+| RL algorithm | PPO in simulation (real robot: SACfD) | PPO, log-prob of the raw sample, clipped action to the env,
+  time limits bootstrapped | - |
+| SFT stages | whole model (LoRA + head) on D_e united with D_RL | LoRA + heads (heads only for --mode freeze) | - |
+| tasks | MetaWorld: 25 expert tasks x 50 demos; RL and held-out tasks; Franka Kitchen | 5 expert, 2 RL, 2 held-out
+  MetaWorld v3 tasks; demos from data/metaworld-<task>.npz | CPU budget |
+| iterations, budgets | not all given in the paper | 2 iterations; --rl-steps per RL stage; 200-step RL episodes,
+  500-step evaluation | CPU budget |
 """
 
 import csv
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,7 +98,9 @@ class Args:
     state_tokens: int = 4
     """state tokens the 39-d observation is projected to"""
     lora_rank: int = 8
-    """rank of the LoRA adapters"""
+    """rank r of the LoRA adapters"""
+    lora_alpha: float = 16.0
+    """LoRA alpha: the adapter's output is scaled by alpha / r (peft's convention; 16 / 8 = 2)"""
     sft0_steps: int = 3000
     """stage 0 SFT steps"""
     sft_steps: int = 1000
@@ -138,29 +163,81 @@ DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset); shapes are checked against `env`."""
+    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
+    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
+    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
         except ImportError:
             raise SystemExit(f"{path} needs minari: pip install 'minari[hdf5]'.") from None
-        eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
-        d = {"observations": np.concatenate([e.observations[:-1] for e in eps]),
-             "next_observations": np.concatenate([e.observations[1:] for e in eps]),
-             **{k: np.concatenate([getattr(e, k) for e in eps]) for k in ("actions", "rewards", "terminations", "truncations")}}
+        try:
+            eps = list(minari.load_dataset(path[len("minari:"):]).iterate_episodes())
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise SystemExit(f"Minari dataset {path} is not on disk ({e}): download it with `minari download "
+                             f"{path[len('minari:'):]}`, or check the id with `minari list local`.") from None
+        d = {"observations": np.concatenate([e.observations[:-1] for e in eps] or [[]]),
+             "next_observations": np.concatenate([e.observations[1:] for e in eps] or [[]]),
+             **{k: np.concatenate([getattr(e, k) for e in eps] or [[]])
+                for k in ("actions", "rewards", "terminations", "truncations")}}
     elif not os.path.exists(path):
         raise SystemExit(f"Demo file {path} not found: make it with `python data/make_data.py rollout --env-id "
                          f"<env>` (or `metaworld`), or pass --demo-path to an existing file.")
     else:
-        with np.load(path) as f:
-            d = {k: f[k] for k in DEMO_KEYS}
-    d = {k: np.asarray(v, np.float32).reshape(len(v), -1) if k in ("observations", "next_observations", "actions")
-         else np.asarray(v, np.float32).reshape(-1) for k, v in d.items()}
+        import zipfile
+
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+                    raise ValueError("it is not a zip archive")
+            with np.load(path, allow_pickle=False) as f:
+                if missing := [k for k in DEMO_KEYS if k not in f.files]:
+                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
+                                     "data/make_data.py writes them.")
+                d = {k: f[k] for k in DEMO_KEYS}
+        except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+    for k in d:
+        try:
+            d[k] = np.asarray(d[k], np.float32)
+        except (TypeError, ValueError):
+            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
+                             "key as a number array.") from None
+    if empty := [k for k, v in d.items() if v.size == 0]:
+        raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
+                         "least one episode.")
+    d = {k: v.reshape(v.shape[0] if v.ndim else 1, -1) if k in ("observations", "next_observations", "actions")
+         else v.reshape(-1) for k, v in d.items()}
+    if len({len(v) for v in d.values()}) > 1:
+        raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
+            f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
     want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if d["observations"].shape[1:] != want_obs or d["actions"].shape[1:] != want_act:
+    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
+            or d["actions"].shape[1:] != want_act):
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
                          f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
                          "pass --demo-path made for this env.")
+    for k, v in d.items():
+        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
+            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
+                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
+    if isinstance(env.action_space, gym.spaces.Box):
+        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
+        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
+            i = int(np.argmin(ok))
+            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
+                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
+                             "env or action scale; rescale them to the env's action space.")
+    for k in ("terminations", "truncations"):
+        if not np.isin(d[k], (0.0, 1.0)).all():
+            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
+                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
+    if not (d["terminations"] + d["truncations"]).any():
+        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
+                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
+                         "step.")
     return d
 # ---- end shared ----
 
@@ -186,7 +263,11 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 
 # ---- shared: logger ----
 class Logger:
-    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/."""
+    """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
+    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
+    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
+    (128 + the signal number). A second signal ends the run at once."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
@@ -196,18 +277,51 @@ class Logger:
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
         self.csv = csv.writer(self.file)
         self.csv.writerow(["step", "key", "value"])
+        self.step, self.interrupted, self.stopped, self.exit_code, self.handlers = 0, False, False, 0, {}
+        try:
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals keep their handlers
+            pass
+
+    def on_signal(self, signum, frame):
+        if self.interrupted or self.file.closed:
+            raise SystemExit(f"{signal.Signals(signum).name} again: stopped at once; {self.dir} holds what was saved.")
+        self.interrupted, self.exit_code = True, 128 + signum
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save the model "
+              "(send it again to quit at once).", file=sys.stderr, flush=True)
+
+    def steps(self, iterable):
+        """`iterable`, cut short once a signal has come."""
+        for x in iterable:
+            if self.interrupted:
+                self.stopped = True
+                return
+            yield x
 
     def log(self, step: int, **scalars: float):
+        if self.stopped:
+            return
+        self.step = int(step)
         for k, v in scalars.items():
             if not np.isfinite(v) and k.startswith("losses/"):
+                self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
             self.writer.add_scalar(k, v, step)
             self.csv.writerow([step, k, float(v)])
         self.file.flush()
 
+    def restore_signals(self):
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
     def close(self):
         self.writer.close()
         self.file.close()
+        if self.interrupted:
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
+                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+        self.restore_signals()
 # ---- end shared ----
 
 
@@ -220,14 +334,14 @@ def task_words(task):
 # The model
 # ----------------------------------------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """y = W x + b + (alpha / r) B A x; A random, B zero, so the adapter starts as the identity map."""
+    """y = W x + b + (alpha / r) B A x; A random, B zero, so the adapter adds nothing until B is trained."""
 
-    def __init__(self, inp, out, rank):
+    def __init__(self, inp, out, rank, alpha):
         super().__init__()
         self.base = nn.Linear(inp, out)
         self.A = nn.Parameter(torch.randn(rank, inp) / np.sqrt(inp))
         self.B = nn.Parameter(torch.zeros(out, rank))
-        self.scale = 1.0
+        self.scale = alpha / rank
 
     def forward(self, x):
         return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
@@ -236,12 +350,12 @@ class LoRALinear(nn.Module):
 class Block(nn.Module):
     """Pre-norm Transformer block; every linear layer carries LoRA."""
 
-    def __init__(self, d, heads, rank):
+    def __init__(self, d, heads, rank, alpha):
         super().__init__()
         self.h = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.o = LoRALinear(d, 3 * d, rank), LoRALinear(d, d, rank)
-        self.ff1, self.ff2 = LoRALinear(d, 4 * d, rank), LoRALinear(4 * d, d, rank)
+        self.qkv, self.o = LoRALinear(d, 3 * d, rank, alpha), LoRALinear(d, d, rank, alpha)
+        self.ff1, self.ff2 = LoRALinear(d, 4 * d, rank, alpha), LoRALinear(4 * d, d, rank, alpha)
 
     def forward(self, x):  # (B, T, d)
         B, T, d = x.shape
@@ -264,7 +378,7 @@ class VLA(nn.Module):
         self.word = nn.Embedding(len(vocab) + 2, d)  # len(vocab): unknown word, len(vocab) + 1: padding
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.state = nn.Linear(obs_dim, args.state_tokens * d)
-        self.blocks = nn.ModuleList([Block(d, args.n_heads, args.lora_rank) for _ in range(args.n_layers)])
+        self.blocks = nn.ModuleList([Block(d, args.n_heads, args.lora_rank, args.lora_alpha) for _ in range(args.n_layers)])
         self.ln = nn.LayerNorm(d)
         self.action_head = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, act_dim))
         self.critic_head = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 1))
@@ -307,6 +421,26 @@ def ppo_loss(new_logp, old_logp, adv, clip_coef):
     return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
 
 
+def sample_action(dist):
+    """PPO's sample: the raw Gaussian sample a and its log-prob (what the ratio needs), and clip(a, -1, 1), what
+    goes to the env and into D_RL. Taking the log-prob of the clipped action would bias the ratio on every
+    dimension that sits at +-1 (many, as the demos' actions do)."""
+    a = dist.sample()
+    return a, dist.log_prob(a).sum(-1), a.clamp(-1, 1)
+
+
+def gae(rew, val, next_val, done, gamma, lam):
+    """GAE over a (T, N) rollout. next_val[t] = V(s_{t+1}) of the true next state: 0 after a termination (success),
+    V(final observation) after a truncation (time limit), so a time limit is not mistaken for an end.
+    done[t] = 1 at any episode end cuts the recursion. Returns (advantages, returns)."""
+    adv, last = torch.zeros_like(rew), torch.zeros(rew.shape[1])
+    for t in reversed(range(len(rew))):
+        delta = rew[t] + gamma * next_val[t] - val[t]
+        last = delta + gamma * lam * (1 - done[t]) * last
+        adv[t] = last
+    return adv, adv + val
+
+
 def successful(trajectories):
     """D_RL receives only the trajectories that ended in success."""
     return [t for t in trajectories if t["success"]]
@@ -319,7 +453,8 @@ def pad_words(model, tasks):
 def sft_stage(model, data, params, steps, args, rng, log, tag):
     """SFT of `params` on data = dict(obs, words, act) (D_e united with D_RL)."""
     opt = torch.optim.Adam(params, lr=args.sft_lr)
-    for step in tqdm(range(steps), desc=tag, leave=False):
+    loss = torch.tensor(float("nan"))  # returned as is if a signal skips every step
+    for step in log.steps(tqdm(range(steps), desc=tag, leave=False)):  # stops on SIGINT/SIGTERM (Logger)
         idx = torch.as_tensor(rng.integers(0, len(data["act"]), args.batch_size))
         loss = sft_loss(model, data["obs"][idx], data["words"][idx], data["act"][idx])
         opt.zero_grad()
@@ -343,40 +478,40 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
     obs = np.stack([e.reset(seed=int(rng.integers(2**31)))[0] for _, e in envs]).astype(np.float32)
     cur = [{"obs": [], "act": [], "task": t} for t, _ in envs]
     trajs, N, T = [], len(envs), args.num_steps
-    for _ in tqdm(range(max(1, args.rl_steps // (N * T))), desc=tag, leave=False):
-        buf = {k: [] for k in ("obs", "feat", "act", "logp", "val", "rew", "done")}
+    for _ in log.steps(tqdm(range(max(1, args.rl_steps // (N * T))), desc=tag, leave=False)):
+        buf = {k: [] for k in ("obs", "feat", "act", "logp", "val", "rew", "done", "term", "trunc_val")}
         for _ in range(T):
             o = torch.as_tensor(obs)
             with torch.no_grad():
                 f = model.backbone(o, words)
-                dist = torch.distributions.Normal(model.action_head(f), model.log_std.exp())
-                a = dist.sample().clamp(-1, 1)
-                buf["logp"].append(dist.log_prob(a).sum(-1))
+                a, logp, a_env = sample_action(torch.distributions.Normal(model.action_head(f), model.log_std.exp()))
+                buf["logp"].append(logp)
                 buf["val"].append(model.critic_head(f).squeeze(-1))
-            rew, done = np.zeros(N, np.float32), np.zeros(N, np.float32)
+            rew, done, term_, trunc_val = (np.zeros(N, np.float32) for _ in range(4))
             for i, (t, env) in enumerate(envs):
-                nxt, _, term, trunc, info = env.step(a[i].numpy())
+                nxt, _, term, trunc, info = env.step(a_env[i].numpy())
                 cur[i]["obs"].append(obs[i])
-                cur[i]["act"].append(a[i].numpy())
-                rew[i], done[i] = float(info["success"]), float(term or trunc)
+                cur[i]["act"].append(a_env[i].numpy())  # D_RL keeps the action the env received
+                rew[i], done[i], term_[i] = float(info["success"]), float(term or trunc), float(term)
+                if trunc and not term:  # time limit: bootstrap from the final observation (before the reset)
+                    with torch.no_grad():
+                        f_end = model.backbone(torch.as_tensor(nxt, dtype=torch.float32)[None], words[i:i + 1])
+                        trunc_val[i] = model.critic_head(f_end).item()
                 if term or trunc:
                     trajs.append({"obs": np.array(cur[i]["obs"]), "act": np.array(cur[i]["act"]), "task": t,
                                   "success": bool(info["success"])})
                     cur[i] = {"obs": [], "act": [], "task": t}
                     nxt, _ = env.reset()
                 obs[i] = nxt
-            for k, v in (("obs", o), ("feat", f), ("act", a), ("rew", torch.as_tensor(rew)), ("done", torch.as_tensor(done))):
-                buf[k].append(v)
+            for k, v in (("obs", o), ("feat", f), ("act", a), ("rew", rew), ("done", done), ("term", term_),
+                         ("trunc_val", trunc_val)):
+                buf[k].append(torch.as_tensor(v))
         b = {k: torch.stack(v) for k, v in buf.items()}
         with torch.no_grad():
             last_v = model.critic_head(model.backbone(torch.as_tensor(obs), words)).squeeze(-1)
-        adv, last = torch.zeros_like(b["rew"]), torch.zeros(N)
-        for t in reversed(range(T)):  # success terminates (no bootstrap); time limits are rare and treated alike
-            nv = last_v if t == T - 1 else b["val"][t + 1]
-            delta = b["rew"][t] + args.gamma * nv * (1 - b["done"][t]) - b["val"][t]
-            last = delta + args.gamma * args.gae_lambda * (1 - b["done"][t]) * last
-            adv[t] = last
-        ret = adv + b["val"]
+        # V(s_{t+1}): the next step's value while the episode runs, 0 after success, V(final obs) after a time limit
+        next_val = torch.cat([b["val"][1:], last_v[None]]) * (1 - b["done"]) + b["trunc_val"] * (1 - b["term"])
+        adv, ret = gae(b["rew"], b["val"], next_val, b["done"], args.gamma, args.gae_lambda)
         flat = {k: v.reshape((N * T,) + v.shape[2:]) for k, v in b.items()}
         flat_w, flat_adv, flat_ret = words.repeat(T, 1), adv.reshape(-1), ret.reshape(-1)
         mb = N * T // args.num_minibatches
@@ -389,7 +524,7 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
                 if not torch.isfinite(mean).all():
                     raise SystemExit(f"The policy's actions became NaN in {tag}: lower --rl-lr (PPO on the whole model, "
                                      "the plain-rl baseline, is the unstable case the paper describes).")
-                logp = torch.distributions.Normal(mean, model.log_std.exp()).log_prob(flat["act"][i]).sum(-1)
+                logp = torch.distributions.Normal(mean, model.log_std.exp()).log_prob(flat["act"][i]).sum(-1)  # raw a
                 loss = ppo_loss(logp, flat["logp"][i], flat_adv[i], args.clip_coef) + 0.5 * (
                     (model.critic_head(f).squeeze(-1) - flat_ret[i]) ** 2).mean()
                 opt.zero_grad()
@@ -442,16 +577,20 @@ def main():
     results = []
 
     def evaluate_splits(stage):
+        if log.interrupted:  # SIGINT/SIGTERM: straight to saving the model
+            return
         row = {s: float(np.mean([success_rate(model, t, args.eval_episodes, args) for t in ts])) for s, ts in splits.items()}
         log.log(stage, **{f"eval/success_{s}": v for s, v in row.items()})
         results.append((stage, row))
         print(f"stage {stage}: success expert {row['expert']:.2f}, rl {row['rl']:.2f}, held-out {row['heldout']:.2f}")
 
-    # ---- stage 0: SFT of the whole model on D_e ----
-    sft_stage(model, D_e, list(model.parameters()), args.sft0_steps, args, rng, log, "sft0")
+    # ---- stage 0: SFT on D_e of the base weights and heads (the lite backbone has no pre-training: stage 0 is its
+    # pre-training); LoRA stays zero, so the later SFT stages adapt a trained base through LoRA, as in the paper ----
+    sft_stage(model, D_e, model.backbone_params(lora=False) + model.head_params(), args.sft0_steps, args, rng, log,
+              "sft0")
     evaluate_splits(0)
     D_rl = {"obs": [], "act": [], "words": []}
-    for it in range(args.num_iterations):
+    for it in log.steps(range(args.num_iterations)):
         # ---- odd stage: RL (backbone frozen, except for plain-rl) ----
         trajs = rl_stage(model, args.rl_tasks, args, rng, log, f"rl{it + 1}", whole_model=args.mode == "plain-rl")
         wins = successful(trajs)
@@ -471,10 +610,11 @@ def main():
         evaluate_splits(2 * it + 2)
 
     model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"model": model.state_dict(), "vocab": vocab, "results": results, "args": vars(args)}, model_path)
+    torch.save({"model": model.state_dict(), "vocab": vocab, "results": results, "args": vars(args),
+                "interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()
     print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return 0
+    return log.exit_code
 
 
 if __name__ == "__main__":

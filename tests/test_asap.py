@@ -74,6 +74,9 @@ def test_short_ppo_lowers_one_step_tracking_error(tmp_path, monkeypatch):
         def log(self, step, **kw):
             pass
 
+        def steps(self, iterable):  # as Logger.steps without a signal
+            return iterable
+
     fns = [lambda i=i: A.DeltaTrackingEnv("Hopper-v4", train, 1, 0.0, i) for i in range(4)]
     before, _ = A.open_loop_error("Hopper-v4", held, 1, stride=1)
     A.ppo(fns, delta, A.critic_net(14), 16_384, args, NoLog(), "delta")
@@ -94,3 +97,54 @@ def test_cli_direct_and_bad_policy(in_tmp):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "asap_delta.py"), "--env-id", "Walker2d-v4", "--policy-path", POLICY],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr and "takes observations of size 11" in out.stderr
+
+
+def test_sysid_converges_to_known_scales_on_a_synthetic_gap():
+    """'Real' = gear x0.794 (a grid point): the coordinate search, run until a round changes nothing, finds it
+    (the old 2-round search, mass first, stopped at mass 1.41 on this gap)."""
+    act = load_policy(POLICY)
+    trajs = A.collect_real(act, A.PhysicsGap(gym.make("Hopper-v4"), gear_scale=0.5 ** 0.333333), 1, 0.1, seed=0)
+    trajs[0] = {k: v[:301] if k != "act" else v[:300] for k, v in trajs[0].items()}  # 300 steps keep it cheap
+    scales, rounds, converged = A.sysid_search("Hopper-v4", trajs, 10, 13, 10)
+    assert converged and rounds >= 4
+    assert np.allclose(scales, [1.0, 1.0, 0.5 ** (1 / 3)], rtol=1e-3), scales
+
+
+def test_delta_env_never_terminates_on_a_fall():
+    act = load_policy(POLICY)
+    trajs = A.collect_real(act, A.PhysicsGap(gym.make("Hopper-v4"), mass_scale=1.5), 1, 0.1, seed=0)
+    for reward in ("error", "official"):
+        env = A.DeltaTrackingEnv("Hopper-v4", trajs, horizon=50, lam=0.1, seed=0, reward=reward)
+        rng, fell = np.random.default_rng(0), 0
+        for _ in range(20):
+            obs, _ = env.reset()
+            for k in range(50):
+                obs, r, term, trunc, _ = env.step(rng.choice([-1.0, 1.0], 3).astype(np.float32))  # bang-bang: falls
+                assert not term and np.isfinite(r)
+                fell += not env.sim.is_healthy
+                if trunc:
+                    break
+            assert trunc  # every episode ends by truncation only
+            t = min(env.t, len(env.traj["act"]) - 1)
+            assert np.array_equal(obs[-3:], env.traj["act"][t])  # the bootstrap obs holds the next real action
+        assert fell > 0  # the sim did fall, and the episode went on
+
+
+def test_official_reward_form():
+    q, v = np.zeros(6), np.zeros(6)
+    assert A.official_track_reward(q, v, q, v, np.zeros(3), np.zeros(3)) == 2.5
+    worse = A.official_track_reward(q + 0.1, v, q, v, np.zeros(3), np.zeros(3))
+    assert worse < 2.5
+    assert A.official_track_reward(q, v, q, v, np.ones(3), np.ones(3)) < 2.5 - 0.1 * (np.exp(3 ** 0.5) - 1) + 1e-9
+    assert A.official_track_reward(q, v, q, v, np.ones(3), -np.ones(3)) < A.official_track_reward(
+        q, v, q, v, np.ones(3), np.ones(3))  # action rate
+
+
+def test_critic_sees_normalised_inputs():
+    torch.manual_seed(0)
+    mean, var = np.full(4, 100.0), np.full(4, 1e4)
+    v, unit = A.critic_net(4, mean, var), A.critic_net(4)
+    unit.load_state_dict({k: t for k, t in v.state_dict().items() if k not in ("mu_in", "sd_in")}, strict=False)
+    x = torch.full((2, 4), 300.0)  # (300 - 100) / 100 = 2 per input
+    assert torch.allclose(v(x), unit(torch.full((2, 4), 2.0)), atol=1e-5)
+    assert sum(p.requires_grad for p in v.parameters()) == 6  # 3 weights + 3 biases; no log std

@@ -13,6 +13,9 @@ class NoLog:
     def log(self, step, **kw):
         pass
 
+    def steps(self, iterable):  # as Logger.steps without a signal
+        return iterable
+
 
 def small_model(**kw):
     args = tyro.cli(V.Args, args=["--d-model", "32", "--n-layers", "1", "--num-steps", "20", "--rl-steps", "40",
@@ -41,11 +44,14 @@ def test_head_shapes_and_tokens():
     assert model.action_head(f).shape == (2, 4) and model.critic_head(f).shape == (2, 1)
 
 
-def test_lora_starts_as_identity():
+def test_lora_starts_as_identity_and_scales_by_alpha_over_r():
     torch.manual_seed(0)
-    layer = V.LoRALinear(8, 5, 4)
+    layer = V.LoRALinear(8, 5, 4, alpha=16.0)
     x = torch.randn(3, 8)
-    assert torch.equal(layer(x), layer.base(x))
+    assert torch.equal(layer(x), layer.base(x)) and layer.scale == 4.0
+    with torch.no_grad():
+        layer.B.fill_(0.1)
+    assert torch.allclose(layer(x) - layer.base(x), 4.0 * (x @ layer.A.T) @ layer.B.T)
 
 
 def test_rl_stage_freezes_backbone_and_sft_stage_changes_it():
@@ -87,3 +93,65 @@ def test_cli_rejects_overlapping_splits(in_tmp):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "ire_vla_lite.py"), "--heldout-tasks", "reach-v3"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr and "must not overlap" in out.stderr
+
+
+def test_ppo_stores_the_raw_sample_and_its_log_prob_and_d_rl_the_clipped_action(monkeypatch):
+    """With std 2, many raw samples leave [-1, 1]: PPO's buffer must hold them with their own log-prob (the
+    policy's log-prob of the raw sample), the env and D_RL the clipped action."""
+    torch.manual_seed(0)
+    model, args, _ = small_model(action_std=2.0, update_epochs=1, num_minibatches=1)
+    seen = {}
+
+    orig_loss = V.ppo_loss
+
+    def spy(new_logp, old_logp, adv, clip_coef):
+        seen.setdefault("first", (new_logp.detach().clone(), old_logp.clone()))
+        return orig_loss(new_logp, old_logp, adv, clip_coef)
+
+    monkeypatch.setattr(V, "ppo_loss", spy)
+    orig = V.sample_action
+
+    def record(dist):
+        a, logp, a_env = orig(dist)
+        seen.setdefault("raw", []).append((a, logp, dist.log_prob(a).sum(-1), a_env))
+        return a, logp, a_env
+
+    monkeypatch.setattr(V, "sample_action", record)
+    trajs = V.rl_stage(model, ["reach-v3"], args, np.random.default_rng(0), NoLog(), "rl")
+    raw = torch.cat([a for a, _, _, _ in seen["raw"]])
+    assert (raw.abs() > 1).any()  # some samples were clipped for the env
+    for a, logp, logp_raw, a_env in seen["raw"]:
+        assert torch.equal(logp, logp_raw) and torch.equal(a_env, a.clamp(-1, 1))
+    new_logp, old_logp = seen["first"]  # first minibatch, policy unchanged: log-prob of the stored (raw) action
+    assert torch.allclose(new_logp, old_logp, atol=1e-5)
+    acts = np.concatenate([t["act"] for t in trajs])
+    assert np.abs(acts).max() <= 1.0 and (np.abs(acts) == 1.0).any()  # D_RL: the clipped actions
+
+
+def test_gae_bootstraps_a_time_limit_and_not_a_termination():
+    rew, val = torch.zeros(1, 2), torch.tensor([[0.5, 0.5]])
+    done = torch.ones(1, 2)  # both episodes end at t = 0: env 0 by time limit (V(final) = 0.8), env 1 by success
+    next_val = torch.tensor([[0.8, 0.0]])
+    adv, ret = V.gae(rew, val, next_val, done, 0.9, 0.95)
+    assert torch.allclose(adv, torch.tensor([[0.9 * 0.8 - 0.5, -0.5]]))
+
+
+def test_rl_stage_bootstraps_truncated_episodes(monkeypatch):
+    """Episodes of 30 steps in a 20-step rollout with no success: every episode end is a time limit, and its
+    V(s_{t+1}) must be the critic's value of the final observation, not 0."""
+    torch.manual_seed(0)
+    model, args, _ = small_model(num_steps=40, rl_steps=40, update_epochs=1)
+    with torch.no_grad():
+        model.critic_head[2].bias.fill_(5.0)  # V clearly non-zero everywhere
+    seen = {}
+    orig = V.gae
+
+    def spy(rew, val, next_val, done, gamma, lam):
+        seen.update(rew=rew, next_val=next_val, done=done)
+        return orig(rew, val, next_val, done, gamma, lam)
+
+    monkeypatch.setattr(V, "gae", spy)
+    V.rl_stage(model, ["reach-v3"], args, np.random.default_rng(0), NoLog(), "rl")
+    ends = seen["done"] > 0
+    assert ends.sum() == 1 and seen["rew"][ends].sum() == 0  # one time limit at step 30, no success
+    assert seen["next_val"][ends].abs().min() > 1.0

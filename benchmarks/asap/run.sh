@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ASAP benchmark: Hopper-v4, two physics gaps x {finetune-sim, sysid, asap} x 3 seeds (direct transfer is every
-# run's step-0 real evaluation). Two jobs at a time; then summarize.py -> results.csv, results.md, plot.png.
+# run's step-0 real evaluation); SysID iterates its coordinate search until the scales stop changing (>= 4 rounds).
+# Two jobs at a time (through $SLOT, a CPU-slot wrapper, if set); then summarize.py -> results.csv, results.md, plot.png.
 set -euo pipefail
 cd "$(dirname "$0")"
 COMMON="--env-id Hopper-v4 --delta-steps 100000 --finetune-steps 200000 --eval-every 50000 --eval-episodes 5 --threads 1"
@@ -8,6 +9,6 @@ jobs=()
 for gap in "--mass-scale 1.5" "--mass-scale 1.0 --gear-scale 0.8"; do for seed in 1 2 3; do for m in asap sysid finetune-sim; do
   jobs+=("../../asap_delta.py --method $m --seed $seed $gap $COMMON")
 done; done; done
-mkdir -p logs
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} sh -c 'python -W ignore {} > "logs/$(echo "{}" | md5sum | cut -c1-8).log" 2>&1 && echo "done: {}"'
+rm -rf logs runs && mkdir -p logs
+printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} ${SLOT:-} sh -c 'python -W ignore {} > "logs/$(echo "{}" | md5sum | cut -c1-8).log" 2>&1 && echo "done: {}"'
 python summarize.py
