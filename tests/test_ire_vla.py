@@ -155,3 +155,33 @@ def test_rl_stage_bootstraps_truncated_episodes(monkeypatch):
     ends = seen["done"] > 0
     assert ends.sum() == 1 and seen["rew"][ends].sum() == 0  # one time limit at step 30, no success
     assert seen["next_val"][ends].abs().min() > 1.0
+
+
+def test_stage_0_trains_the_base_and_heads_and_keeps_lora_at_zero(in_tmp, monkeypatch):
+    """Stage 0 is the lite backbone's pre-training: base weights and heads learn, LoRA's B stays 0 (identity), so
+    the later SFT stages adapt a trained base through LoRA."""
+    import glob
+    import sys
+
+    seen, sft_stage = {}, V.sft_stage
+
+    def spy(model, data, params, steps, *a):
+        ids = {id(p) for p in params}
+        seen[a[-1]] = [ids >= {id(p) for p in model.backbone_params(lora=False)},
+                       ids >= {id(p) for p in model.head_params()},
+                       not ids & {id(p) for p in model.backbone_params(lora=True)}]
+        return sft_stage(model, data, params, steps, *a)
+
+    monkeypatch.setattr(V, "sft_stage", spy)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", ["ire_vla_lite.py", "--expert-tasks", "reach-v3", "--rl-tasks", "window-close-v3",
+                                      "--heldout-tasks", "door-close-v3", "--num-iterations", "0", "--sft0-steps", "20",
+                                      "--eval-episodes", "1", "--d-model", "32", "--n-layers", "1", "--batch-size", "64"])
+    try:
+        V.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"sft0": [True, True, True]}  # base + heads trained, no LoRA parameter given to the optimizer
+    saved = torch.load(glob.glob(str(in_tmp / "runs" / "*" / "model.pt"))[0], weights_only=False)["model"]
+    lora_b = [k for k in saved if k.endswith(".B")]
+    assert lora_b and all(torch.count_nonzero(saved[k]) == 0 for k in lora_b)

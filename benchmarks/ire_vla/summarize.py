@@ -48,7 +48,7 @@ def main():
     stages = sorted({k[1] for k in by if k[2].startswith("eval/")})
     ms = lambda xs: f"{np.mean(xs):.2f} +- {np.std(xs):.2f}" if xs else "-"  # noqa: E731
     lines = ["Budget (benchmarks/ire_vla/run.sh): MetaWorld v3, 8 expert / 2 RL / 2 held-out tasks, stage 0 SFT 3000 "
-             "steps, 20k PPO env steps per RL stage (200-step episodes), 1000 SFT steps per even stage, 1 iteration; "
+             "steps, 60k PPO env steps per RL stage (200-step episodes), 1000 SFT steps per even stage, 2 iterations; "
              "success = mean over the split's tasks of 10 deterministic 500-step episodes per task; 'seeds' = runs "
              "behind each cell (mean +- std over seeds).", "",
              "| mode | stage | seeds | expert tasks | RL tasks | held-out tasks | RL-stage success (rollouts) |",
