@@ -72,6 +72,8 @@ Fidelity (official: pd-perry/RLIF; train_rlif_main.py = examples/train_rlif_main
 | networks | actor and critics 3 x 256, E = 10, Z = 2, LayerNorm, backup_entropy False (config) | same | - |
 | UTD | flag default 1; Walker2d script 1, Hopper 15, Pen 5 | 1 | the flag default |
 | start_training, batch | 0, 256 (train_rlif_main.py) | 0, 256 | - |
+| initialisation | xavier_uniform kernels, zero biases (RLPD's networks/mlp.py, which RLIF reuses) | PyTorch default
+  (uniform +-1/sqrt(fan_in)) | the benchmark below ran with it; rlpd.py has the official init since issue 16 |
 | evaluation | 50-100 episodes (scripts) | 10 deterministic episodes | CPU budget |
 | HG-DAgger | L1 action gap > threshold, decaying epsilon 0.05, 4-step takeovers; BC on ALL visited steps incl. the
   learner's own actions; 100k BC pre-train steps, 2,500 per 5 episodes (utils/env_utils.py BinarySampler,

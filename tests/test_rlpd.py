@@ -120,3 +120,68 @@ def test_cli_bad_input_is_one_sentence(in_tmp):
     assert out.returncode == 1 and "Traceback" not in out.stderr and "--num-min-qs (5) must be between 1 and --num-qs (4)" in out.stderr
     out = run_cli(in_tmp, "--env-id", "Walker2d-v4", "--demo-path", os.path.join(ROOT, "data", "Hopper-v4-medium.npz"))
     assert out.returncode == 1 and "Traceback" not in out.stderr and "holds observations of shape (11,)" in out.stderr
+
+
+def test_official_init_xavier_kernels_and_zero_biases():
+    """ikostrikov/rlpd initialises every Dense (output layers included) with xavier_uniform and zero bias."""
+    torch.manual_seed(0)
+    critic = rlpd.CriticEnsemble(11, 3, num_qs=4, hidden=64)
+    actor = rlpd.Actor(11, 3, 64, -np.ones(3), np.ones(3))
+    for name, p in [*critic.named_parameters(), *actor.named_parameters()]:
+        if "bias" in name and "net.1" not in name and "net.4" not in name:  # LayerNorm's bias is 0 anyway
+            assert torch.count_nonzero(p) == 0, name
+    lin = [m for m in critic.modules() if isinstance(m, rlpd.EnsembleLinear)]
+    for m in lin:
+        inp, out = m.weight.shape[1:]
+        bound = np.sqrt(6 / (inp + out))
+        assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound  # xavier, not 1/sqrt(fan_in)
+    assert actor.mean.weight.abs().max() > 0.9 * np.sqrt(6 / (64 + 3))
+
+
+def updaters(seed):
+    torch.manual_seed(seed)
+    args = rlpd.Args(num_qs=3, num_min_qs=2, hidden=32)
+    actor = rlpd.Actor(5, 2, 32, -np.ones(2), np.ones(2))
+    critic, target = rlpd.CriticEnsemble(5, 2, 3, 32), rlpd.CriticEnsemble(5, 2, 3, 32)
+    target.load_state_dict(critic.state_dict())
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    opts = [torch.optim.Adam(m, lr=1e-3) for m in (critic.parameters(), actor.parameters(), [log_alpha])]
+    cp, tp = list(critic.parameters()), list(target.parameters())
+
+    def critic_step(b, alpha):
+        return rlpd.critic_update(critic, target, actor, opts[0], cp, tp, b, alpha, args)
+
+    def actor_step(obs, alpha):
+        return rlpd.actor_temperature_update(actor, critic, opts[1], log_alpha, opts[2], obs, alpha, -1.0)
+
+    return critic_step, actor_step, (critic, target, actor, log_alpha)
+
+
+def test_compiled_update_equals_eager_and_polyak_is_one_foreach_op():
+    """--compile wraps the same functions: with the same random numbers it gives the same parameters. The target
+    moves by tau toward the online critic after every critic step."""
+    from torch._inductor import config
+
+    g = torch.Generator().manual_seed(0)
+    batches = [{"observations": torch.randn(16, 5, generator=g), "actions": torch.rand(16, 2, generator=g) * 2 - 1,
+                "rewards": torch.randn(16, generator=g), "next_observations": torch.randn(16, 5, generator=g),
+                "masks": torch.ones(16)} for _ in range(3)]
+    results = []
+    for compiled in (False, True):
+        critic_step, actor_step, nets = updaters(0)
+        if compiled:
+            torch._dynamo.reset()
+            critic_step, actor_step = torch.compile(critic_step), torch.compile(actor_step)
+        torch.manual_seed(1)
+        with config.patch(fallback_random=True):  # the compiled code draws the same random numbers as eager
+            for b in batches:
+                before = [p.detach().clone() for p in nets[1].parameters()]
+                online_before = [p.detach().clone() for p in nets[0].parameters()]
+                critic_step(b, torch.tensor(0.5))
+                for t0, t1, p in zip(before, nets[1].parameters(), nets[0].parameters()):
+                    assert torch.allclose(t1, t0 + 0.005 * (p - t0), atol=1e-6)  # Polyak with the updated critic
+                assert any(not torch.equal(a, b) for a, b in zip(online_before, nets[0].parameters()))
+                actor_step(b["observations"], torch.tensor(0.5))
+        results.append([p.detach().clone() for m in nets[:3] for p in m.parameters()] + [nets[3].detach().clone()])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
