@@ -171,6 +171,9 @@ class Args:
     """lambda of the regularisation baseline"""
     il_batch_size: int = 256
     """demo minibatch of an IL step (and of the gradient measured for surgery / rho)"""
+    compile: bool = False
+    """torch.compile the value and policy losses (forward and backward); compiling takes tens of seconds on a CPU,
+    so it pays only for long runs (benchmarks/throughput/ has the measured effect)"""
     eval_every: int = 20_000
     """env steps between evaluations"""
     eval_episodes: int = 5
@@ -474,7 +477,7 @@ class Policy(nn.Module):
         return self.mu(self.norm(obs))
 
     def dist(self, obs):
-        return torch.distributions.Normal(self(obs), self.log_std.exp())
+        return torch.distributions.Normal(self(obs), self.log_std.exp(), validate_args=False)
 
 
 class Critic(nn.Module):
@@ -512,6 +515,16 @@ def ppo_loss(new_logp, old_logp, adv, clip_coef):
     loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     approx_kl = ((ratio - 1) - log_ratio).mean()
     return loss, approx_kl
+
+
+def value_loss(critic, obs, ret):
+    """0.5 E[(V(s) - R)^2] on a minibatch."""
+    return 0.5 * ((critic(obs) - ret) ** 2).mean()
+
+
+def policy_loss(policy, obs, act, old_logp, adv, clip_coef):
+    """L_RL at the current policy on a minibatch, the rollout's log-probs as old: (loss, approx_kl)."""
+    return ppo_loss(policy.dist(obs).log_prob(act).sum(-1), old_logp, adv, clip_coef)
 
 
 def gae(rewards, values, next_values, dones, gamma, lam):
@@ -677,6 +690,9 @@ def main():
            ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
     scale_reward = RewardScaler(N, args.gamma)
     obs, _ = envs.reset(seed=args.seed)
+    value_loss_fn, policy_loss_fn = value_loss, policy_loss
+    if args.compile:  # the same functions, compiled on first use
+        value_loss_fn, policy_loss_fn = torch.compile(value_loss), torch.compile(policy_loss)
     global_step, rl_steps, next_eval = 0, 0, args.eval_every
     since_il = 0  # RL steps since the last IL step
     m_t = args.m  # m(t): RL steps per IL step in the current cycle
@@ -718,8 +734,7 @@ def main():
 
         def rl_loss(idx):
             """L_RL on RL minibatch idx at the current policy, the rollout's log-probs as old: (loss, approx_kl)."""
-            new_logp = policy.dist(b["obs"][idx]).log_prob(b["act"][idx]).sum(-1)
-            return ppo_loss(new_logp, b["logp"][idx], b_adv[idx], args.clip_coef)
+            return policy_loss_fn(policy, b["obs"][idx], b["act"][idx], b["logp"][idx], b_adv[idx], args.clip_coef)
 
         def demo_batch():
             didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
@@ -729,13 +744,13 @@ def main():
         conflicts, step_conflicts, projected = 0, 0, 0  # surgery counters of this rollout's RL steps
         for _epoch in range(args.update_epochs):
             for idx in torch.randperm(batch, device=device).split(mb):
-                v_loss = 0.5 * ((critic(b["obs"][idx]) - b_ret[idx]) ** 2).mean()
+                v_loss = value_loss_fn(critic, b["obs"][idx], b_ret[idx])
                 gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
                 if warmup:
                     continue
                 pg_loss, kl = rl_loss(idx)
-                kls.append(kl.item())
-                pg_losses.append(pg_loss.item())
+                kls.append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
+                pg_losses.append(pg_loss.detach())
                 l_rl, l_il = pg_loss, None
                 if surgery or args.il_mode == "regularize":
                     l_il = il_loss(policy, *demo_batch())
@@ -759,7 +774,7 @@ def main():
                     rhos.append(rho)
                     il_losses.append(l_il.item())
                     il_mses.append(squared_error(policy(obs_d), act_d).item())
-            if kls and np.mean(kls[-args.num_minibatches:]) > args.target_kl:
+            if kls and torch.stack(kls[-args.num_minibatches:]).mean().item() > args.target_kl:
                 break
         with torch.no_grad():
             didx = torch.randint(n_demo, (1024,), device=device)
@@ -767,7 +782,8 @@ def main():
         scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
                    "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
         if pg_losses:
-            scalars.update({"losses/policy": float(np.mean(pg_losses)), "losses/approx_kl": float(np.mean(kls))})
+            scalars.update({"losses/policy": torch.stack(pg_losses).mean().item(),
+                            "losses/approx_kl": torch.stack(kls).mean().item()})
         if args.il_mode == "interleave":
             scalars["charts/m"] = m_t
         if il_losses:

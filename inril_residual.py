@@ -178,6 +178,9 @@ class Args:
     """lambda of the regularisation baseline"""
     il_batch_size: int = 256
     """demo minibatch of an IL step (and of the gradient measured for rho)"""
+    compile: bool = False
+    """torch.compile the value and residual losses (forward and backward); compiling takes tens of seconds on a
+    CPU, so it pays only for long runs (benchmarks/throughput/ has the measured effect)"""
     eval_every: int = 20_000
     """env steps between evaluations"""
     eval_episodes: int = 5
@@ -495,7 +498,7 @@ class Residual(nn.Module):
         return self.r(torch.cat([((obs - self.obs_mean) / self.obs_std).clamp(-10, 10), a_base], -1))
 
     def dist(self, obs, a_base):
-        return torch.distributions.Normal(self.mean(obs, a_base), self.log_std.exp())
+        return torch.distributions.Normal(self.mean(obs, a_base), self.log_std.exp(), validate_args=False)
 
 
 class Critic(nn.Module):
@@ -550,6 +553,20 @@ def ppo_loss(new_logp, old_logp, adv, clip_coef):
     loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
     approx_kl = ((ratio - 1) - log_ratio).mean()
     return loss, approx_kl
+
+
+def value_loss(critic, obs, a_base, ret):
+    """0.5 E[(V(s, a_base) - R)^2] on a minibatch."""
+    return 0.5 * ((critic(obs, a_base) - ret) ** 2).mean()
+
+
+def residual_loss(residual, obs, a_base, u, old_logp, adv, clip_coef, l1, l2):
+    """L_RL of the residual on a minibatch (PPO clip, the rollout's log-probs as old) plus the penalty on its mean:
+    (L_RL + penalty, L_RL, approx_kl)."""
+    r_mean = residual.mean(obs, a_base)
+    new_logp = torch.distributions.Normal(r_mean, residual.log_std.exp(), validate_args=False).log_prob(u).sum(-1)
+    pg_loss, kl = ppo_loss(new_logp, old_logp, adv, clip_coef)
+    return pg_loss + residual_penalty(r_mean, l1, l2), pg_loss, kl
 
 
 def gae(rewards, values, next_values, dones, gamma, lam):
@@ -688,6 +705,9 @@ def main():
            ("u", (act_dim,)), ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
     scale_reward = RewardScaler(N, args.gamma)
     obs, _ = envs.reset(seed=args.seed)
+    value_loss_fn, residual_loss_fn = value_loss, residual_loss
+    if args.compile:  # the same functions, compiled on first use
+        value_loss_fn, residual_loss_fn = torch.compile(value_loss), torch.compile(residual_loss)
     global_step, rl_steps, next_eval = 0, 0, args.eval_every
     since_il = 0  # RL steps since the last IL step
     m_t = args.m  # m(t): RL steps per IL step in the current cycle
@@ -729,11 +749,6 @@ def main():
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
         warmup = it < args.critic_warmup_iters  # value-only rollouts: no RL and no IL steps
 
-        def rl_loss(idx):
-            """L_RL on RL minibatch idx at the current residual, the rollout's log-probs as old: (loss, approx_kl)."""
-            new_logp = residual.dist(b["obs"][idx], b["a_base"][idx]).log_prob(b["u"][idx]).sum(-1)
-            return ppo_loss(new_logp, b["logp"][idx], b_adv[idx], args.clip_coef)
-
         def base_rl_loss(idx):
             """L_RL of the combined policy on RL minibatch idx, differentiable in the base (only for rho)."""
             a_exec = b["a_base"][idx] + scale * b["u"][idx]
@@ -748,15 +763,15 @@ def main():
         kls, rhos, il_losses, il_mses, pg_losses = [], [], [], [], []
         for _epoch in range(args.update_epochs):
             for idx in torch.randperm(batch, device=device).split(mb):
-                v_loss = 0.5 * ((critic(b["obs"][idx], b["a_base"][idx]) - b_ret[idx]) ** 2).mean()
+                v_loss = value_loss_fn(critic, b["obs"][idx], b["a_base"][idx], b_ret[idx])
                 gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
                 if warmup:
                     continue
-                pg_loss, kl = rl_loss(idx)
-                kls.append(kl.item())
-                pg_losses.append(pg_loss.item())
-                r_mean = residual.mean(b["obs"][idx], b["a_base"][idx])
-                l_rl = pg_loss + residual_penalty(r_mean, args.residual_l1, args.residual_l2)
+                l_rl, pg_loss, kl = residual_loss_fn(residual, b["obs"][idx], b["a_base"][idx], b["u"][idx],
+                                                     b["logp"][idx], b_adv[idx], args.clip_coef, args.residual_l1,
+                                                     args.residual_l2)
+                kls.append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
+                pg_losses.append(pg_loss.detach())
                 if args.il_mode == "regularize":  # baseline: BC of the combined action, into the residual only
                     obs_d, act_d = demo_batch()
                     with torch.no_grad():
@@ -777,7 +792,7 @@ def main():
                     rhos.append(rho)
                     il_losses.append(l_il.item())
                     il_mses.append(squared_error(base(obs_d), act_d).item())
-            if kls and np.mean(kls[-args.num_minibatches:]) > args.target_kl:
+            if kls and torch.stack(kls[-args.num_minibatches:]).mean().item() > args.target_kl:
                 break
         with torch.no_grad():
             didx = torch.randint(n_demo, (1024,), device=device)
@@ -788,7 +803,8 @@ def main():
                    "charts/residual_magnitude": (scale * r_mean).abs().mean().item(),
                    "losses/residual_penalty": residual_penalty(r_mean, args.residual_l1, args.residual_l2).item()}
         if pg_losses:
-            scalars.update({"losses/policy": float(np.mean(pg_losses)), "losses/approx_kl": float(np.mean(kls))})
+            scalars.update({"losses/policy": torch.stack(pg_losses).mean().item(),
+                            "losses/approx_kl": torch.stack(kls).mean().item()})
         if args.il_mode == "interleave":
             scalars["charts/m"] = m_t
         if il_losses:

@@ -266,3 +266,37 @@ def test_success_reward_and_first_episodes(mod):
     assert mod.first_episodes(demos, 0) is demos
     with pytest.raises(SystemExit, match="more episodes than the demo file holds"):
         mod.first_episodes(demos, 4)
+
+
+def test_compiled_losses_equal_eager_in_both_files():
+    """--compile wraps the same loss functions: values and gradients match eager; the residual loss is PPO's clip on
+    the residual's density plus the penalty on its mean."""
+    torch.manual_seed(0)
+    obs, act = demo_tensors(64)
+    m, s = obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3
+    adv, ret, old = torch.randn(64), torch.randn(64), torch.randn(64) - 3
+    pol, pcritic = P.Policy(11, 3, m, s, 0.5), P.Critic(11, m, s)
+    res, rcritic = R.Residual(11, 3, m, s, -1.5), R.Critic(11, 3, m, s)
+    with torch.no_grad():
+        res.r[-1].weight.normal_(0, 0.1)
+    u = torch.randn(64, 3)
+    cases = [(P.value_loss, pcritic, (pcritic, obs, ret)), (P.policy_loss, pol, (pol, obs, act, old, adv, 0.2)),
+             (R.value_loss, rcritic, (rcritic, obs, act, ret)),
+             (R.residual_loss, res, (res, obs, act, u, old, adv, 0.2, 0.0, 0.01))]
+    l_rl, pg, _ = R.residual_loss(*cases[3][2])
+    r_mean = res.mean(obs, act)
+    assert torch.allclose(l_rl - pg, R.residual_penalty(r_mean, 0.0, 0.01))
+    new_logp = res.dist(obs, act).log_prob(u).sum(-1)
+    assert torch.allclose(pg, R.ppo_loss(new_logp, old, adv, 0.2)[0])
+    torch._dynamo.reset()
+    for fn, net, inputs in cases:
+        outs = []
+        for f in (fn, torch.compile(fn)):
+            net.zero_grad()
+            out = f(*inputs)
+            loss = out[0] if isinstance(out, tuple) else out
+            loss.backward()
+            outs.append([loss.detach()] + [p.grad.clone() for p in net.parameters() if p.grad is not None])
+        assert len(outs[0]) == len(outs[1]) > 1
+        for a, b in zip(*outs):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), fn.__name__
