@@ -182,6 +182,9 @@ class Args:
     """Stage II: probability per learner step that the expert takes over (0: no interventions)"""
     takeover_steps: int = 10
     """steps the expert acts once it takes over"""
+    compile: bool = False
+    """torch.compile the critic and actor updates; compiling takes tens of seconds on a CPU, so it pays only for
+    runs of many thousands of updates"""
     eval_every: int = 5000
     """steps (Stage I: gradient steps; Stage II: env steps) between evaluations"""
     eval_episodes: int = 10
@@ -717,17 +720,16 @@ def main():
         """One critic step: Cal-QL (Stage I, or --online-cql) or the plain TD loss (Stage II), then Polyak."""
         if cql:
             c_loss, td, reg = calql_loss(critic, target_critic, policy, b, sigmas, args)
-            stats = {"losses/critic": c_loss.item(), "losses/td": td.item(), "losses/cql_diff": reg.item()}
+            stats = {"losses/critic": c_loss.detach(), "losses/td": td.detach(), "losses/cql_diff": reg.detach()}
         else:
             c_loss = td_loss(critic, target_critic, policy, b, args.gamma, sigmas, args.num_sample_steps)
-            stats = {"losses/critic": c_loss.item(), "losses/td": c_loss.item()}  # no Cal-QL term
+            stats = {"losses/critic": c_loss.detach(), "losses/td": c_loss.detach()}  # no Cal-QL term
         critic_opt.zero_grad()
         c_loss.backward()
         critic_opt.step()
         with torch.no_grad():
-            for p, tp in zip(critic.parameters(), target_critic.parameters()):
-                tp.lerp_(p, args.tau)
-        return stats
+            torch._foreach_lerp_(target_params, critic_params, args.tau)  # Polyak of every parameter, one op
+        return stats  # tensors: read on the host only when logged
 
     def actor_update(b, eta, beta, sac_online):
         """One actor step: L_pi of Eq. 4 (Gaussian BC form for --algo sac in Stage I), or SAC's actor and
@@ -738,8 +740,8 @@ def main():
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            return {"losses/policy": a_loss.item(), "losses/temperature": t_loss.item(),
-                    "charts/alpha": log_alpha.exp().item()}
+            return {"losses/policy": a_loss.detach(), "losses/temperature": t_loss.detach(),
+                    "charts/alpha": log_alpha.exp().detach()}
         if sac:
             p_loss, l_bc, q = gaussian_policy_loss(policy, critic, b["observations"], b["actions"], beta, eta)
         else:
@@ -747,7 +749,11 @@ def main():
         actor_opt.zero_grad()
         p_loss.backward()
         actor_opt.step()
-        return {"losses/policy": p_loss.item(), "losses/bc": l_bc.item(), "charts/q_policy": q.item()}
+        return {"losses/policy": p_loss.detach(), "losses/bc": l_bc.detach(), "charts/q_policy": q.detach()}
+
+    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
+    if args.compile:  # the same two functions, compiled on first use (one graph per stage's flags)
+        critic_update, actor_update = torch.compile(critic_update), torch.compile(actor_update)
 
     def update(sample, online, beta):
         """One learner step as the official one: cta_ratio - 1 critic-only updates, then a critic + actor update,
@@ -765,7 +771,7 @@ def main():
     for step in log.steps(tqdm(range(args.offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
         stats = update(lambda: demo_buf.sample(args.batch_size, rng), online=False, beta=args.beta_offline)
         if step % 1000 == 0:
-            log.log(step, **{k.replace("losses/", "offline/"): v for k, v in stats.items()})
+            log.log(step, **{k.replace("losses/", "offline/"): v.item() for k, v in stats.items()})
         if (step + 1) % args.eval_every == 0 or step + 1 == args.offline_steps:
             ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
             log.log(step + 1, **{"offline/eval_return": ret, "offline/eval_success": succ})
@@ -829,7 +835,7 @@ def main():
             if args.beta_fade:
                 beta = max(args.beta_min, beta - args.beta_decay)
             if global_step % 1000 == 0 or global_step + 1 == online_steps:
-                log.log(global_step, **stats, **{"charts/beta": beta})
+                log.log(global_step, **{k: v.item() for k, v in stats.items()}, **{"charts/beta": beta})
         if (global_step + 1) % 1000 == 0:
             log.log(global_step + 1, **{"charts/intervention_rate": float(np.mean(window))})
             window = []

@@ -182,6 +182,9 @@ class Args:
     """DAgger family: env steps between BC phases"""
     bc_updates: int = 500
     """DAgger family: BC steps per phase (also the pre-training steps on the demos, x4)"""
+    compile: bool = False
+    """torch.compile the critic step and the actor/temperature step (1.x faster per update once compiled; compiling
+    takes tens of seconds on a CPU, so it pays for runs of more than a few thousand updates)"""
     eval_every: int = 5000
     """env steps between evaluations"""
     eval_episodes: int = 10
@@ -638,6 +641,38 @@ def bc_loss(actor, obs, act):
     return ((actor(obs, deterministic=True)[0] - act) ** 2).sum(-1).mean()
 
 
+def critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args):
+    """Eq. (TD) of SAC with RLPD's subset-min target on one minibatch b, one Adam step on the E critics, then Polyak
+    of every target parameter in one foreach op. Returns (loss, mean Q) as tensors: no host sync outside logging."""
+    with torch.no_grad():
+        next_a, next_logp = actor(b["next_observations"])
+        q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
+        y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
+    qs = critic(b["observations"], b["actions"])
+    loss = critic_loss(qs, y)
+    critic_opt.zero_grad()
+    loss.backward()
+    critic_opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)
+    return loss.detach(), qs.detach().mean()
+
+
+def actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy):
+    """One actor step (mean over the ensemble) and one temperature step; returns (actor loss, temperature loss,
+    mean log pi) as tensors. The critics' gradients from this step are cleared by the next critic step."""
+    a_pi, logp = actor(obs)
+    a_loss = actor_loss(critic(obs, a_pi), logp, alpha)
+    actor_opt.zero_grad()
+    a_loss.backward()
+    actor_opt.step()
+    t_loss = temperature_loss(log_alpha, logp, target_entropy)
+    temp_opt.zero_grad()
+    t_loss.backward()
+    temp_opt.step()
+    return a_loss.detach(), t_loss.detach(), logp.detach().mean()
+
+
 def main():
     args = tyro.cli(Args)
     if not 1 <= args.num_min_qs <= args.num_qs:
@@ -723,6 +758,20 @@ def main():
     if not learns_by_rl and labels.size > 0:
         log.log(0, **{"losses/bc": bc_phase(4 * args.bc_updates)})
 
+    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
+
+    def critic_step(b, alpha):
+        """One critic step on the minibatch b, then Polyak (the unit that --compile compiles)."""
+        return critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args)
+
+    def actor_step(obs, alpha):
+        """One actor step and one temperature step on the observations of the last minibatch."""
+        return actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy)
+
+    if args.compile:  # the same two functions, compiled on first use (CUDA: CUDA graphs remove the launch overhead)
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        critic_step, actor_step = torch.compile(critic_step, mode=mode), torch.compile(actor_step, mode=mode)
+
     def eval_fn(o):
         with torch.no_grad():
             return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
@@ -787,32 +836,13 @@ def main():
                                                               args.offline_ratio if offline is not None else 0.0, rng).items()}
             alpha = log_alpha.exp().detach()
             for i in range(args.utd):
-                b = {k: v[i] for k, v in batch.items()}
-                with torch.no_grad():
-                    next_a, next_logp = actor(b["next_observations"])
-                    q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
-                    y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
-                qs = critic(b["observations"], b["actions"])
-                c_loss = critic_loss(qs, y)
-                critic_opt.zero_grad()
-                c_loss.backward()
-                critic_opt.step()
-                with torch.no_grad():
-                    for p, tp in zip(critic.parameters(), target_critic.parameters()):
-                        tp.lerp_(p, args.tau)
-            a_pi, logp = actor(b["observations"])
-            a_loss = actor_loss(critic(b["observations"], a_pi), logp, alpha)
-            actor_opt.zero_grad()
-            a_loss.backward()
-            actor_opt.step()
-            t_loss = temperature_loss(log_alpha, logp, target_entropy)
-            temp_opt.zero_grad()
-            t_loss.backward()
-            temp_opt.step()
+                c_loss, q_mean = critic_step({k: v[i] for k, v in batch.items()}, alpha)
+            b = {k: v[-1] for k, v in batch.items()}
+            a_loss, t_loss, logp_mean = actor_step(b["observations"], alpha)
             if (global_step - args.start_training) % 1000 == 0:
                 log.log(global_step, **{"losses/critic": c_loss.item(), "losses/actor": a_loss.item(),
                                         "losses/temperature": t_loss.item(), "charts/alpha": alpha.item(),
-                                        "charts/q_mean": qs.mean().item(), "charts/entropy": -logp.mean().item(),
+                                        "charts/q_mean": q_mean.item(), "charts/entropy": -logp_mean.item(),
                                         "charts/offline_fraction": b["is_offline"].mean().item()})
 
         if (global_step + 1) % args.eval_every == 0:

@@ -133,3 +133,14 @@ def test_cli_bad_input_is_one_sentence(in_tmp):
     assert out.returncode == 1 and "--num-min-qs (3) must be between 1 and --num-qs (2)" in out.stderr
     out = run_cli(in_tmp, "--env-id", "Walker2d-v4", "--demo-path", os.path.join(DATA, "Hopper-v4-medium.npz"))
     assert out.returncode == 1 and "Traceback" not in out.stderr and "holds observations of shape (11,)" in out.stderr
+
+
+def test_update_steps_are_rlpds_word_for_word():
+    """rlif.py's SAC updates (and so --compile, which wraps them) are rlpd.py's, tested there."""
+    import inspect
+
+    import rlpd
+    for name in ("critic_update", "actor_temperature_update", "subset_min_target", "td_target", "critic_loss",
+                 "actor_loss", "temperature_loss"):
+        assert inspect.getsource(getattr(rlif, name)) == inspect.getsource(getattr(rlpd, name)), name
+    assert "compile" in rlif.Args.__dataclass_fields__
