@@ -710,13 +710,13 @@ def main():
             global_step += N * k
             pbar.update(N * k)
             ended = np.logical_or(term, trunc)
-            nxt = obs.copy()
+            buf["next_val"][t] = 0.0  # V(s_t+1) where an episode ended at t; elsewhere it is val[t + 1] (below)
             if ended.any():
-                nxt[ended] = np.stack(info["final_obs"][ended])
                 log_episodes(log, global_step, info["final_info"], ended)
-            with torch.no_grad():  # bootstrap through truncations, not through terminations
-                not_term = torch.as_tensor(1.0 - term, dtype=torch.float32, device=device)
-                buf["next_val"][t] = critic(torch.as_tensor(nxt, dtype=torch.float32, device=device)) * not_term
+                with torch.no_grad():  # bootstrap through truncations, not through terminations
+                    final = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32, device=device)
+                    not_term = torch.as_tensor(1.0 - term[ended], dtype=torch.float32, device=device)
+                    buf["next_val"][t, torch.as_tensor(ended, device=device)] = critic(final) * not_term
             buf["obs"][t], buf["act"][t] = o, a
             buf["rew"][t] = torch.as_tensor(scale_reward(r, ended), dtype=torch.float32, device=device)
             buf["done"][t] = torch.as_tensor(ended.astype(np.float32), device=device)
@@ -727,7 +727,10 @@ def main():
                 pbar.set_postfix(eval_return=f"{ret:.0f}", eval_success=f"{succ:.2f}", m=m_t)
 
         # ---- update: PPO minibatches (RL steps), one IL step after every m(t) of them ----
-        adv, ret = gae(buf["rew"], buf["val"], buf["next_val"], buf["done"], args.gamma, args.gae_lambda)
+        with torch.no_grad():  # V(s_t+1) of a running episode is the value of the next rollout step: no extra forward
+            o_last = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            next_val = torch.cat([buf["val"][1:], critic(o_last)[None]]) * (1 - buf["done"]) + buf["next_val"]
+        adv, ret = gae(buf["rew"], buf["val"], next_val, buf["done"], args.gamma, args.gae_lambda)
         b = {k_: v.reshape((batch,) + v.shape[2:]) for k_, v in buf.items()}
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
         warmup = it < args.critic_warmup_iters  # value-only rollouts: no RL and no IL steps
