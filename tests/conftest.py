@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
-ALGOS = ["inril_residual", "inril_pcgrad", "ire_vla_lite", "rlpd", "rlif", "conrft", "asap_delta"]
+ALGOS = ["inril_residual", "inril_pcgrad", "ire_vla_lite", "rlpd", "rlif", "conrft", "asap_delta", "grape_tpo"]
 
 
 @pytest.fixture

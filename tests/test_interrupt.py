@@ -32,6 +32,8 @@ RUNS = {  # file: (signal, arguments), tiny networks and budgets that would run 
                                       "--num-steps", "64", "--eval-every", "10000000"]),
     "ire_vla_lite": (signal.SIGINT, ["--d-model", "32", "--n-layers", "1", "--sft0-steps", "1000000",
                                      "--batch-size", "32"]),
+    "grape_tpo": (signal.SIGTERM, ["--d-model", "32", "--n-layers", "1", "--sft-steps", "1000000", "--batch-size", "32",
+                                   "--train-tasks", "push-v3", "--heldout-tasks", "reach-v3"]),
     "asap_delta": (signal.SIGINT, ["--method", "asap", "--real-episodes", "1", "--heldout-episodes", "1",
                                    "--delta-steps", "100000000", "--finetune-steps", "100000000", "--num-envs", "2",
                                    "--num-steps", "64"]),

@@ -1,0 +1,163 @@
+"""GRAPE (grape_tpo.py): the TPO loss (shape, sign, windows, gradient -> 0 with beta at pi = pi_ref), pairing,
+reward aggregation, what SFT and TPO may change, sampling's log-probs, CLI end to end and bad input."""
+import copy
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import tyro
+
+import grape_tpo as G
+from conftest import ROOT
+
+
+def small_model(**kw):
+    args = tyro.cli(G.Args, args=["--d-model", "32", "--n-layers", "1"] + sum(
+        ([f"--{k.replace('_', '-')}", str(v)] for k, v in kw.items()), []))
+    d = np.load(os.path.join(ROOT, "data", "metaworld-push-v3.npz"))
+    model = G.VLA(["push", "reach"], 39, 4, args, d["observations"].mean(0), d["observations"].std(0) + 1e-3)
+    return model, args, d
+
+
+def test_tpo_loss_shape_sign_and_preferring_the_winner_lowers_it():
+    zero = torch.zeros(5)
+    m = G.preference_margins(zero, zero, zero, zero)
+    assert m.shape == (1,) and torch.isclose(G.tpo_loss(m, 0.1), torch.log(torch.tensor(2.0)))
+    up = G.preference_margins(zero + 1.0, zero, zero, zero)  # pi gives zeta_w more likelihood than pi_ref
+    down = G.preference_margins(zero, zero, zero + 1.0, zero)  # ... or zeta_l more
+    assert up.item() == 5.0 and down.item() == -5.0
+    assert G.tpo_loss(up, 0.1) < np.log(2) < G.tpo_loss(down, 0.1)
+
+
+def test_margins_truncate_to_the_shorter_and_windows_sum_steps():
+    w, l_ = torch.arange(6.0), torch.zeros(4)  # T = 4 after truncation
+    assert G.preference_margins(w, torch.zeros(6), l_, l_).item() == 0 + 1 + 2 + 3
+    assert torch.equal(G.preference_margins(w, torch.zeros(6), l_, l_, window=1), torch.tensor([0.0, 1, 2, 3]))  # step DPO
+    assert torch.equal(G.preference_margins(w, torch.zeros(6), l_, l_, window=2), torch.tensor([1.0, 3, 5]))
+    assert G.preference_margins(w, torch.zeros(6), l_, l_, window=8).shape == (1,)  # longer than T: the whole
+
+
+def test_gradient_at_pi_ref_is_linear_in_beta_and_vanishes_with_it():
+    """dL/dtheta = -beta sigmoid(-beta * 0) (grad log pi(zeta_w) - grad log pi(zeta_l)) at pi = pi_ref."""
+    torch.manual_seed(0)
+    model, _, d = small_model()
+    ref = copy.deepcopy(model).requires_grad_(False)
+    o, a = torch.as_tensor(d["observations"][:40]), torch.as_tensor(d["actions"][:40])
+    words = model.tokens("push-v3")[None]
+
+    def grad(beta):
+        model.zero_grad()
+        m = G.preference_margins(G.step_log_probs(model, o[:20], words, a[:20]), G.step_log_probs(ref, o[:20], words, a[:20]),
+                                 G.step_log_probs(model, o[20:], words, a[20:]), G.step_log_probs(ref, o[20:], words, a[20:]))
+        assert abs(m.item()) < 1e-4  # pi = pi_ref: the margin is 0
+        G.tpo_loss(m, beta).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    g1, g2 = grad(1e-2), grad(1e-4)
+    assert g1.norm() > 0 and torch.allclose(g1 / 1e-2, g2 / 1e-4, rtol=1e-3, atol=1e-6)
+    assert grad(0.0).abs().max() == 0
+
+
+def test_pairs_top_with_bottom_skip_ties_and_never_self():
+    assert G.make_pairs([0.1, 5.0, 3.0, -1.0], 1) == [(1, 3)]
+    assert G.make_pairs([0.1, 5.0, 3.0, -1.0], 2) == [(1, 3), (2, 0)]
+    assert G.make_pairs([0.0, 0.0, 5.0, 0.0], 2) == [(2, 3)]  # the two zeros in the middle tie: no pair
+    assert G.make_pairs([1.0, 2.0, 3.0], 2) == [(2, 0)]  # 3 rollouts: one pair at most
+
+
+def test_reward_aggregation_and_stage_costs():
+    assert G.gcpg_reward(-2.0, 0.5, True, 0.1, 1.0, 5.0) == pytest.approx(-0.2 + 0.5 + 5.0)
+    assert G.external_reward([0.5, 1.0], 0.1, 1.0) == 1.0  # every stage within the threshold
+    assert G.external_reward([11.0, 1.0], 0.1, 1.0) == pytest.approx(np.exp(-1.0))
+    assert G.external_reward([11.0, 21.0], 0.1, 1.0) == pytest.approx(np.exp(-3.0))  # product over stages
+    o = np.zeros((3, 39))
+    o[:, 4:7] = [0.0, 0.6, 0.02]  # object
+    o[:, 36:39] = [0.1, 0.8, 0.02]  # goal
+    o[:, 0:3] = [[0.0, 0.3, 0.02], [0.0, 0.5, 0.05], [0.0, 0.6, 0.03]]  # the hand reaches the object at the end
+    # stage 1 (reach the object) lasts until the hand is within 3 cm: steps 0-2, distances 30, 10 and 1 cm
+    c = G.stage_costs(o, "push-v3", 3.0)
+    assert c[0] == pytest.approx(30 + np.hypot(10, 3) + 1) and c[1] == 0.0  # stage 2 never began: no steps, no cost
+    c = G.stage_costs(o, "push-v3", 20.0)  # a wider tolerance: stage 1 ends at step 1, stage 2 pays steps 2..
+    assert c[0] == pytest.approx(30 + np.hypot(10, 3)) and c[1] == pytest.approx(100 * np.hypot(0.1, 0.2))
+    slow = np.concatenate([o[:1].repeat(5, 0), o])  # five more steps far away cost more
+    assert G.stage_costs(slow, "push-v3", 3.0)[0] > G.stage_costs(o, "push-v3", 3.0)[0] + 100
+    assert len(G.stage_costs(o, "pick-place-v3", 3.0)) == 3
+    assert G.self_reward(np.array([-1.0, -3.0])) == -2.0  # the mean: longer rollouts are not favoured
+
+
+def test_sft_changes_base_and_head_keeps_lora_zero_tpo_changes_only_lora_and_head():
+    torch.manual_seed(0)
+    model, args, d = small_model()
+    o, a = torch.as_tensor(d["observations"][:64]), torch.as_tensor(d["actions"][:64])
+    words = model.tokens("push-v3")[None].expand(64, -1)
+    opt = torch.optim.Adam(model.base_params(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(5):
+        loss = G.sft_loss(model, o, words, a)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(p.B, torch.zeros_like(p.B)) for p in model.modules() if isinstance(p, G.LoRALinear))
+    assert not torch.equal(model.state.weight, before[[n for n, _ in model.named_parameters()].index("state.weight")])
+    ref = copy.deepcopy(model).requires_grad_(False)
+    base = [p.detach().clone() for p in model.base_params() if all(p is not q for q in model.tpo_params())]
+    tpo = torch.optim.AdamW(model.tpo_params(), lr=1e-3)
+    w1 = model.tokens("push-v3")[None]
+    m = G.preference_margins(G.step_log_probs(model, o[:32], w1, a[:32]), G.step_log_probs(ref, o[:32], w1, a[:32]),
+                             G.step_log_probs(model, o[32:], w1, a[32:] + 0.3), G.step_log_probs(ref, o[32:], w1, a[32:] + 0.3))
+    tpo.zero_grad()
+    G.tpo_loss(m, 0.1).backward()
+    tpo.step()
+    after = [p for p in model.base_params() if all(p is not q for q in model.tpo_params())]
+    assert all(torch.equal(x, y) for x, y in zip(base, after))  # backbone base weights frozen in TPO
+    assert any(not torch.equal(p.B, torch.zeros_like(p.B)) for p in model.modules() if isinstance(p, G.LoRALinear))
+
+
+def test_sampling_keeps_the_raw_action_and_its_log_prob():
+    torch.manual_seed(0)
+    model, args, _ = small_model()
+    with torch.no_grad():
+        model.log_std.fill_(0.5)  # wide: many raw samples fall outside [-1, 1]
+    envs = [G.make_env("metaworld/push-v3", 1, 15)() for _ in range(3)]
+    envs[0].reset(seed=5)  # another history: reset_to must still give the group's start
+    trajs = G.sample_trajectories(model, envs, ["push-v3"] * 3, [(3, 7), (3, 7), (4, 7)], 15)
+    assert all(len(t["obs"]) == len(t["act"]) == len(t["logp"]) == 15 for t in trajs)
+    assert np.abs(trajs[0]["act"]).max() > 1  # stored raw, not clipped
+    assert np.array_equal(trajs[0]["obs"][0], trajs[1]["obs"][0])  # one start: one initial state
+    assert not np.allclose(trajs[0]["obs"][0], trajs[2]["obs"][0])  # another MT1 task: another goal
+    assert not np.allclose(trajs[0]["obs"][5], trajs[1]["obs"][5])  # the stochastic policy: the rollouts differ
+    lp = G.step_log_probs(model, torch.as_tensor(trajs[0]["obs"]), model.tokens("push-v3")[None], torch.as_tensor(trajs[0]["act"]))
+    assert np.allclose(lp.detach().numpy(), trajs[0]["logp"], atol=1e-4)
+
+
+def run_cli(cwd, *extra):
+    cmd = [sys.executable, os.path.join(ROOT, "grape_tpo.py"), "--d-model", "32", "--n-layers", "1", "--sft-steps", "30",
+           "--num-iterations", "1", "--num-init-states", "1", "--samples-per-state", "2", "--max-episode-steps", "20",
+           "--eval-episodes", "1", "--tpo-epochs", "2", "--train-tasks", "push-v3", "reach-v3",
+           "--heldout-tasks", "drawer-close-v3", "--num-demo-episodes", "2", *extra]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_end_to_end(in_tmp):
+    out = run_cli(in_tmp, "--tpo-window", "1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = os.path.join(in_tmp, "runs", os.listdir(os.path.join(in_tmp, "runs"))[0])
+    ckpt = torch.load(os.path.join(run, "model.pt"), weights_only=False)
+    assert [r[0] for r in ckpt["results"]] == [0, 1] and ckpt["interrupted"] is False
+    keys = {line.split(",")[1] for line in open(os.path.join(run, "metrics.csv")).readlines()[1:]}
+    assert {"eval/success_train", "eval/success_heldout", "losses/sft_nll", "charts/pairs", "eval/success/push-v3"} <= keys
+    assert "model: runs/" in out.stdout
+
+
+def test_cli_bad_input_is_one_sentence(in_tmp):
+    out = run_cli(in_tmp, "--heldout-tasks", "push-v3")
+    assert out.returncode == 1 and "--heldout-tasks must not overlap --train-tasks" in out.stderr
+    out = run_cli(in_tmp, "--num-pairs", "2")
+    assert out.returncode == 1 and "--num-pairs (2) must be between 1 and half of --samples-per-state (2)" in out.stderr
+    out = run_cli(in_tmp, "--num-demo-episodes", "500")
+    assert out.returncode == 1 and "more than the 50 episodes" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli(in_tmp, "--train-tasks", "no-such-task-v3")
+    assert out.returncode == 1 and "Unknown env id 'metaworld/no-such-task-v3'" in out.stderr
