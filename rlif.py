@@ -183,8 +183,8 @@ class Args:
     bc_updates: int = 500
     """DAgger family: BC steps per phase (also the pre-training steps on the demos, x4)"""
     compile: bool = False
-    """torch.compile the critic step and the actor/temperature step (1.x faster per update once compiled; compiling
-    takes tens of seconds on a CPU, so it pays for runs of more than a few thousand updates)"""
+    """torch.compile the critic step and the actor/temperature step (on this 2-core CPU about 1.2x faster per update
+    once compiled, 10-30 s to compile: it pays for runs of more than a few thousand updates; benchmarks/throughput/)"""
     eval_every: int = 5000
     """env steps between evaluations"""
     eval_episodes: int = 10

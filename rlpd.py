@@ -121,8 +121,8 @@ class Args:
     backup_entropy: bool = True
     """subtract alpha log pi(a'|s') in the TD target"""
     compile: bool = False
-    """torch.compile the critic step and the actor/temperature step (1.x faster per update once compiled; compiling
-    takes tens of seconds on a CPU, so it pays for runs of more than a few thousand updates)"""
+    """torch.compile the critic step and the actor/temperature step (on this 2-core CPU about 1.2x faster per update
+    once compiled, 10-30 s to compile: it pays for runs of more than a few thousand updates; benchmarks/throughput/)"""
     eval_every: int = 5000
     """env steps between evaluations"""
     eval_episodes: int = 10

@@ -1,7 +1,7 @@
 """Env steps per second of this project's files next to CleanRL's, whole processes, alternating, on one thread.
 
     CLEANRL_DIR=/tmp/cleanrl CLEANRL_PYTHON=/tmp/venv-cleanrl/bin/python python benchmarks/throughput/bench.py
-    GROUPS="sac" python benchmarks/throughput/bench.py   (re-measure one group; the other groups' rows are kept)
+    BENCH_GROUPS="sac" python benchmarks/throughput/bench.py   (re-measure one group; the other groups' rows are kept)
     python benchmarks/throughput/bench.py --from-csv     (re-make results.md from the committed results.csv)
     python benchmarks/throughput/bench.py --add-steady /tmp/throughput_runs/runs   (see add_steady())
 
@@ -103,7 +103,7 @@ def run(cmd, folder):
 
 
 def measure():
-    rows, only = [], os.environ.get("GROUPS", "").split()  # GROUPS="sac": re-measure that group, keep the others'
+    rows, only = [], os.environ.get("BENCH_GROUPS", "").split()  # BENCH_GROUPS="sac": re-measure that group only
     for group, cases in GROUPS.items():
         if only and group not in only:
             continue
