@@ -455,6 +455,8 @@ class GaussianMLP(nn.Module):
     def dist(self, x):
         return torch.distributions.Normal(self.mean(x), self.log_std.exp())
 
+    forward = mean  # the critic (critic_net) is called as a module
+
 
 class AlignedSim(gym.Wrapper):
     """Sim whose actions pass through the frozen delta model: a -> clip(a + pi_delta(s, a), -1, 1)."""
@@ -504,19 +506,17 @@ def ppo(env_fns, actor, critic, total_steps, args, log, tag, on_eval=None, warmu
                 buf["logp"].append(d.log_prob(a).sum(-1))
                 buf["val"].append(critic(o).squeeze(-1))
             obs, r, term, trunc, info = envs.step(a.numpy())
-            step += N
-            disc = disc * args.gamma + r
+            step, disc = step + N, disc * args.gamma + r
             bm, bv, tot = disc.mean(), disc.var(), ret_count + N
             ret_var = (ret_var * ret_count + bv * N + (bm - ret_mean) ** 2 * ret_count * N / tot) / tot
             ret_mean, ret_count = ret_mean + (bm - ret_mean) * N / tot, tot
             ended = np.logical_or(term, trunc)
-            nxt = obs.copy()
+            end_val = torch.zeros(N)  # V(s_t+1) where an episode ended at t (0 after a termination); else val[t + 1]
             if ended.any():
-                nxt[ended] = np.stack(info["final_obs"][ended])
                 disc[ended] = 0.0
-            with torch.no_grad():  # V(s_{t+1}) of the true next state, 0 after a termination
-                not_term = torch.as_tensor(1.0 - term, dtype=torch.float32)
-                buf["next_val"].append(critic(torch.as_tensor(nxt, dtype=torch.float32)).squeeze(-1) * not_term)
+                final = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32)
+                end_val[torch.as_tensor(ended)] = critic(final).detach().squeeze(-1) * torch.as_tensor(1.0 - term[ended]).float()
+            buf["next_val"].append(end_val)
             buf["obs"].append(o)
             buf["act"].append(a)
             buf["rew"].append(torch.as_tensor(np.clip(r / np.sqrt(ret_var + 1e-8), -10, 10), dtype=torch.float32))
@@ -525,6 +525,9 @@ def ppo(env_fns, actor, critic, total_steps, args, log, tag, on_eval=None, warmu
                 next_eval += args.eval_every
                 on_eval(step)
         b = {k: torch.stack(v) for k, v in buf.items()}
+        with torch.no_grad():  # V(s_t+1) of a running episode is the next rollout step's value: no extra forward
+            last_val = critic(torch.as_tensor(obs, dtype=torch.float32)).squeeze(-1)
+        b["next_val"] = torch.cat([b["val"][1:], last_val[None]]) * (1 - b["done"]) + b["next_val"]
         adv, last = torch.zeros_like(b["rew"]), torch.zeros(N)  # GAE; episode ends cut the recursion
         for t in reversed(range(T)):
             delta_t = b["rew"][t] + args.gamma * b["next_val"][t] - b["val"][t]
@@ -565,15 +568,9 @@ def evaluate_in(make, act_fn, episodes, seed):
     return float(np.mean(rets))
 
 
-class ValueMLP(GaussianMLP):
-    """V(s): the same 2 x 64 tanh net on inputs normalised by the actor's (mean, var) (fixed statistics)."""
-
-    def forward(self, x):
-        return self.mean(x)
-
-
 def critic_net(inp, mean=None, var=None):
-    v = ValueMLP(inp, 1, 1.0, mean, var)
+    """V(s): GaussianMLP's 2 x 64 tanh net with one output on inputs normalised by (mean, var); log std unused."""
+    v = GaussianMLP(inp, 1, 1.0, mean, var)
     v.log_std.requires_grad_(False)
     return v
 
