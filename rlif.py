@@ -4,38 +4,16 @@ Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforce
 arXiv 2311.12996; official code pd-perry/RLIF (read, not copied; examples/train_rlif_main.py). The learner is RLPD
 (rlpd.py, same code): `diff rlpd.py rlif.py` shows what RLIF adds.
 
-Setting (Sec. 4): an expert watches the learner and takes over; the environment's reward is NOT used for
-learning (only logged as charts/episodic_return and eval/return).
-    Who acts, what is stored, with which label: one function, as the official loop does it.       -> step_decision()
-      - a takeover lasts --takeover-steps (4) expert steps; the step it ends the learner acts, unchecked, so every
-        takeover after an episode's first step follows a learner step and the expert acts at most 4/5 of the steps;
-      - reward (Sec. 4.1, as the code labels it): the learner's transition just before a takeover gets r = -1,
-        every other stored transition r = 0; masks from terminations only;
-      - the expert's steps are not stored, except a takeover's last one (r = 0); transitions are stored one step
-        late (`pending`), because a transition's label depends on who acts next.
-    Value-based intervention model (Sec. 5): with a reference critic Q_ref and the reference policy's action a_ref,
-    if Q_ref(s, a_learner) < alpha * Q_ref(s, a_ref) the expert takes over with probability beta, else with
-    probability 1 - beta (--intervene-alpha 0.99 as for Walker2d, --intervene-beta 0.95). a_ref comes from the
-    reference (expert) policy even when the intervening expert is the medium one.               -> should_intervene()
-    Random intervention model (--intervention random): an independent coin flip with --intervene-prob at every
-    step; the expert acts that one step (official train_rlif_random_main.py: no takeover length, no hand-back).
-    Terminations (--terminal), the last transition of an episode:                                -> last_transition()
-      drop:    never stored (the official code: it stores one step late under `if t != 0`, and t restarts with each
-               episode), so online data never has mask 0 and a fall is never seen online;
-      zero:    stored with r = 0, mask 0 (what the official labels would give it if it were stored);
-      penalty: stored with r = -1/(1 - gamma), mask 0 on a termination (a fall), as if the expert intervened at every
-               step after it; truncations r = 0, mask 1. This file's default: with `zero` a fall is worth 0, more
-               than any continuation that still sees -1 labels, and an earlier version of this file learned to
-               fall at once on Hopper; with `drop` nothing online says that falling is bad. benchmarks/rlif/
-               compares penalty with drop.                                                          -> terminal_label()
-    Demos (the intervening policy's own episodes in data/) go into the one replay buffer with r = 0 (the terminal
-    label on their terminations), offline ratio 0, as the official scripts do; --offline-ratio > 0 keeps them in a
-    second buffer and samples both, as RLPD does.
-    Reference critic: the paper takes it from a stronger RLPD agent. Here it is fitted in this file, honestly and
-    cheaply: Monte-Carlo regression of Q_ref(s, a) on --qref-episodes rollouts of the shipped *expert* policy with
-    per-episode Gaussian action noise in [0, 0.5] (so off-expert actions are covered), gamma 0.99.   -> fit_qref()
-    The intervening expert is the shipped policy of --expert-level (expert or medium, optional --expert-noise):
-    a medium expert is the paper's "suboptimal expert" case.
+Setting (Sec. 4): an expert watches the learner and takes over; the env's reward is never learnt from (only logged as
+charts/episodic_return and eval/return). Paper -> code:
+    who acts, what is stored, with which label (Sec. 4.1): -1 on the learner's transition just before a takeover,
+    else 0; of the expert's steps only a takeover's last is stored; masks from terminations only  -> step_decision()
+    value-based intervention model (Sec. 5), with a reference critic Q_ref and action a_ref      -> should_intervene()
+    random intervention model: a coin with --intervene-prob at every step                         -> fires() in main()
+    an episode's last transition, which no step follows to label (--terminal)   -> last_transition(), terminal_label()
+    Q_ref (the paper: a stronger RLPD agent's): Monte-Carlo regression on noisy rollouts of the shipped *expert*
+    policy, which also gives a_ref, even when the medium one intervenes (the paper's "suboptimal expert") -> fit_qref()
+    RLPD's SAC step (rlpd.py's, word for word)                         -> critic_update(), actor_temperature_update()
 
 Three algorithms, one loop; the flags set at the top of main():
     algo       learns_by_rl (critic + actor on the labels) | expert_takes_over (intervention model) | bc_labels
@@ -53,22 +31,25 @@ Run:
 Fidelity (official: pd-perry/RLIF; train_rlif_main.py = examples/train_rlif_main.py, config = configs/rlpd_config.py)
 | design choice | official value (source) | this file | why different |
 |---|---|---|---|
-| takeover | 4 steps, then the learner acts 1 step unchecked (train_rlif_main.py) | same (step_decision) | - |
+| takeover | 4 steps, then the learner acts 1 step unchecked (train_rlif_main.py), so every takeover after an episode's
+  first step follows a learner step and the expert acts at most 4/5 of the steps | same | - |
 | reward labels | -1 on the learner step before a takeover, else 0; expert steps not stored but the last (same) |
   same | - |
 | value rule | Q_ref(s,a_l) < alpha Q_ref(s,a_ref), a_ref from the reference agent; p 0.95 / 0.05 (same) | same | - |
-| alpha | 0.99 Walker2d, 0.97 Pen (scripts/run_*_value_based_rlif.sh) | 0.99 everywhere | no Hopper value
-  script |
+| alpha | 0.99 Walker2d, 0.97 Pen (scripts/run_*_value_based_rlif.sh) | 0.99 everywhere | no Hopper value script |
 | reference agent | RLPD/BC agent's critic (ensemble mean), stochastic a_ref (same) | MC-fitted Q_ref, shipped expert's
   deterministic action | no trained RLPD expert is shipped |
 | intervening expert | BC policies of several levels, actions sampled (same) | shipped PPO policies, deterministic
   (+ --expert-noise) | the data/ policies |
-| random model | independent coin flip each step, p 0.5 on Hopper (train_rlif_random_main.py, run_hopper_random_rlif.sh)
-  | same, --intervene-prob 0.5 | - |
-| terminations | last transition of each episode never stored (train_rlif_main.py, `if t != 0`) | --terminal penalty;
-  drop = official | see Terminations above |
+| random model | a coin flip each step, the expert acts that step, no takeover length, no hand-back; p 0.5 on Hopper
+  (train_rlif_random_main.py, run_hopper_random_rlif.sh) | same, --intervene-prob 0.5 | - |
+| terminations | last transition of each episode never stored (train_rlif_main.py, `if t != 0`), so a fall is never
+  seen online | --terminal penalty (default); drop = official | zero (what the official labels would give) makes a fall
+  worth 0, more than any continuation that still sees -1 labels: an earlier version of this file learned to fall at
+  once on Hopper; benchmarks/rlif/ compares penalty with drop |
 | demos | D4RL expert trajectories (50 Hopper, 10 Walker2d) for every intervener, one buffer, r = 0, offline_ratio
-  0.0 (scripts) | the intervener's own 20 episodes (data/), one buffer, r = 0, offline ratio 0 | shipped data |
+  0.0 (scripts) | the intervener's own 20 episodes (data/), one buffer, r = 0 (the terminal label on terminations),
+  offline ratio 0 | shipped data |
 | networks | actor and critics 3 x 256, E = 10, Z = 2, LayerNorm, backup_entropy False (config) | same | - |
 | UTD | flag default 1; Walker2d script 1, Hopper 15, Pen 5 | 1 | the flag default |
 | start_training, batch | 0, 256 (train_rlif_main.py) | 0, 256 | - |
@@ -549,15 +530,12 @@ class Transition(NamedTuple):
 
 def step_decision(pending: Transition | None, prev_expert: bool, takeover_left: int, fires: Callable[[], bool],
                   takeover_steps: int, hand_back: bool) -> tuple[bool, int, Transition | None]:
-    """Who acts at this step, and what of the previous step is stored with which label (train_rlif_main.py).
-
-    pending: the previous step of this episode (None at its first step), stored only now because its label depends
-    on who acts now. prev_expert: the expert acted it. takeover_left: expert steps still due in the current takeover.
-    fires(): asks the intervention model, only when the learner's action is checked. hand_back: the step a takeover
-    ends the learner acts, unchecked (value model; the random model flips its coin at every step instead).
-    Returns (the expert acts now, takeover_left after this step, pending with its label or None), the label being
-    -1 if a takeover starts right after a learner step, 0 if the learner acts now (after its own step, or after the
-    takeover's last expert step), and None (not stored) if the expert acts again."""
+    """Who acts at this step, and what of the previous step (`pending`, None at an episode's first step; the expert
+    acted it if prev_expert) is stored with which label (train_rlif_main.py): stored one step late, as its label
+    depends on who acts now. fires() asks the intervention model, only when the learner's action is checked;
+    hand_back: the step a takeover ends, the learner acts unchecked (value model; random: a coin at every step).
+    Returns (the expert acts now, takeover_left after this step, the labelled `pending` or None): -1 if a takeover
+    starts right after a learner step, 0 if the learner acts now, None (not stored) if the expert acts again."""
     if takeover_left > 0:  # a takeover goes on
         expert, takeover_left = True, takeover_left - 1
     elif prev_expert and hand_back:  # the takeover ended: the learner acts, unchecked
@@ -578,8 +556,8 @@ def terminal_label(mask: float, gamma: float, terminal: str) -> float:
 
 
 def last_transition(pending: Transition, gamma: float, terminal: str) -> Transition | None:
-    """The last transition of an episode (no step follows to label it): None under --terminal drop (the official
-    code never stores it), else stored with r = terminal_label() (a takeover cannot follow it, so no -1)."""
+    """An episode's last transition: None under --terminal drop (the official code never stores it), else labelled
+    terminal_label() (no takeover can follow it, so never -1)."""
     return None if terminal == "drop" else pending._replace(rew=terminal_label(pending.mask, gamma, terminal))
 
 
@@ -604,7 +582,8 @@ class QRef(nn.Module):
 
 
 def fit_qref(expert_act, env, episodes, steps, gamma, seed):
-    """Monte-Carlo regression of Q_ref on rollouts of `expert_act` with per-episode action noise in [0, 0.5]."""
+    """Monte-Carlo regression of Q_ref on rollouts of `expert_act` with per-episode Gaussian action noise of std
+    0 to 0.5 (so off-expert actions are covered). Returns (Q_ref, R^2 on its data, number of steps)."""
     rng, S, A, G = np.random.default_rng(seed), [], [], []
     for ep in range(episodes):
         sigma = 0.5 * ep / max(episodes - 1, 1)
@@ -617,11 +596,10 @@ def fit_qref(expert_act, env, episodes, steps, gamma, seed):
             obs, r, term, trunc, _ = env.step(a)
             rews.append(float(r))
             done = term or trunc
-        g, ret = 0.0, []
-        for r in reversed(rews):
-            g = r + gamma * g
-            ret.append(g)
-        G.extend(reversed(ret))
+        ret = [0.0] * (len(rews) + 1)  # discounted returns to go
+        for t in reversed(range(len(rews))):
+            ret[t] = rews[t] + gamma * ret[t + 1]
+        G.extend(ret[:-1])
     S, A, G = (torch.as_tensor(np.array(x), dtype=torch.float32) for x in (S, A, G))
     q = QRef(S.mean(0), S.std(0) + 1e-3, A.shape[1])
     opt, scale = torch.optim.Adam(q.parameters(), lr=1e-3), G.abs().mean() + 1e-6
@@ -703,27 +681,24 @@ def main():
 
     env = make_env(args.env_id, args.seed)()
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    env_file = args.env_id.replace("/", "-")
-    expert_path = os.path.join(data_dir, f"{env_file}-{args.expert_level}-policy.npz")
-    ref_path = os.path.join(data_dir, f"{env_file}-expert-policy.npz")
+    data_prefix = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", args.env_id.replace("/", "-"))
+    expert_path, ref_path = f"{data_prefix}-{args.expert_level}-policy.npz", f"{data_prefix}-expert-policy.npz"
     expert_act = load_policy(expert_path)  # the intervening expert
     ref_act = load_policy(ref_path)  # the reference policy: a_ref, and the rollouts Q_ref is fitted on
     print(f"intervening expert: {expert_path}; reference policy (a_ref, Q_ref): {ref_path}")
     demos = None
     if args.demo_path != "none":
-        demo_path = args.demo_path or os.path.join(data_dir, f"{env_file}-{args.expert_level}.npz")
+        demo_path = args.demo_path or f"{data_prefix}-{args.expert_level}.npz"
         demos = demo_arrays(load_demos(demo_path, env))
-        # the env's reward is never used for learning: 0, or the terminal label on terminations
-        fall = terminal_label(0.0, args.gamma, args.terminal)
+        fall = terminal_label(0.0, args.gamma, args.terminal)  # the env's reward is never learnt from
         demos["rewards"] = np.where(demos["masks"] == 0.0, fall, 0.0).astype(np.float32)
         print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled 0, terminations {fall:g})")
     log = Logger(run_name, args)
 
     qref = None
     if args.intervention == "value" and expert_takes_over:
-        qref, r2, n = fit_qref(ref_act, make_env(args.env_id, args.seed)(), args.qref_episodes, args.qref_steps, args.gamma,
-                               args.seed)
+        qref, r2, n = fit_qref(ref_act, make_env(args.env_id, args.seed)(), args.qref_episodes, args.qref_steps,
+                               args.gamma, args.seed)
         print(f"reference critic: Monte-Carlo fit on {n} noisy expert steps, R^2 {r2:.3f}")
         log.log(0, **{"charts/qref_r2": r2})
 
@@ -746,10 +721,11 @@ def main():
         labels.add(demos["observations"][i], demos["actions"][i], 0.0, demos["next_observations"][i], 1.0)
 
     def bc_phase(steps):
-        d = labels.arrays()
+        """DAgger family: `steps` BC steps on minibatches of the expert's labels; returns the last loss."""
+        d = {k: torch.as_tensor(v, device=device) for k, v in labels.arrays().items()}
         for _ in range(steps):
             idx = rng.integers(0, len(d["rewards"]), args.batch_size)
-            loss = bc_loss(actor, torch.as_tensor(d["observations"][idx], device=device), torch.as_tensor(d["actions"][idx], device=device))
+            loss = bc_loss(actor, d["observations"][idx], d["actions"][idx])
             actor_opt.zero_grad()
             loss.backward()
             actor_opt.step()
@@ -772,9 +748,10 @@ def main():
         mode = "reduce-overhead" if device.type == "cuda" else None
         critic_step, actor_step = torch.compile(critic_step, mode=mode), torch.compile(actor_step, mode=mode)
 
-    def eval_fn(o):
+    def policy(o, deterministic=True):
         with torch.no_grad():
-            return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
+            o = torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0)
+            return actor(o, deterministic=deterministic)[0][0].cpu().numpy()
 
     def fires():
         """The intervention model at the current state `obs` and learner action `a_l` (read when called)."""
@@ -795,9 +772,7 @@ def main():
     pbar = tqdm(range(args.total_timesteps), desc=f"{args.algo} ({args.expert_level} expert, {args.intervention})")
     for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
         # ---- act: the learner proposes, the expert may take over (step_decision), the previous step is stored ----
-        with torch.no_grad():
-            o = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
-            a_l = actor(o, deterministic=not learns_by_rl)[0][0].cpu().numpy()
+        a_l = policy(obs, deterministic=not learns_by_rl)
         a_e = np.clip(expert_act(obs) + args.expert_noise * rng.standard_normal(act_dim), -1, 1).astype(np.float32)
         expert_acts, takeover_left, store = step_decision(pending, prev_expert, takeover_left, fires, takeover_steps,
                                                           hand_back)
@@ -815,8 +790,7 @@ def main():
         window.append(float(expert_acts))
         obs = next_obs
         if done:
-            store = last_transition(pending, args.gamma, args.terminal)
-            if store is not None:
+            if (store := last_transition(pending, args.gamma, args.terminal)) is not None:
                 buffer.add(*store)
             pending, prev_expert, takeover_left = None, False, 0
             log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
@@ -846,7 +820,7 @@ def main():
                                         "charts/offline_fraction": b["is_offline"].mean().item()})
 
         if (global_step + 1) % args.eval_every == 0:
-            ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
+            ret, succ = evaluate(policy, args.env_id, args.eval_episodes, 10_000 + args.seed)
             log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
             pbar.set_postfix(eval_return=f"{ret:.0f}", takeovers=n_takeovers)
 
