@@ -294,7 +294,7 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
                 d = {k: f[k] for k in DEMO_KEYS}
         except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
             raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
-                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".")
+                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".") from None
     for k in d:
         try:
             d[k] = np.asarray(d[k], np.float32)

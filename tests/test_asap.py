@@ -118,7 +118,7 @@ def test_delta_env_never_terminates_on_a_fall():
         rng, fell = np.random.default_rng(0), 0
         for _ in range(20):
             obs, _ = env.reset()
-            for k in range(50):
+            for _ in range(50):
                 obs, r, term, trunc, _ = env.step(rng.choice([-1.0, 1.0], 3).astype(np.float32))  # bang-bang: falls
                 assert not term and np.isfinite(r)
                 fell += not env.sim.is_healthy

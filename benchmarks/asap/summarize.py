@@ -68,7 +68,8 @@ def main():
            "policy fine-tuning 200k PPO env steps; seeds as in the tables (benchmarks/asap/run.sh).", "",
            "Open-loop tracking error on held-out real trajectories (10 steps from real states; state error, and mean "
            "joint angle error in rad), mean +- std over seeds:", "",
-           "| gap | sim | sim + delta (ASAP) | SysID sim | joint angle: sim / sim + delta / SysID | SysID scales (mass, friction, gear) | SysID rounds (converged) |",
+           "| gap | sim | sim + delta (ASAP) | SysID sim | joint angle: sim / sim + delta / SysID "
+           "| SysID scales (mass, friction, gear) | SysID rounds (converged) |",
            "|---|---|---|---|---|---|---|"]
     for gap in gaps:
         sim = vals(gap, "asap", "tracking/sim_error", first) + vals(gap, "sysid", "tracking/sim_error", first)

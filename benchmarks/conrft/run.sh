@@ -9,11 +9,12 @@
 # 4 sampled actions per kind in the Cal-QL term (official: 10); random interventions by the scripted policy (p 0.02
 # per learner step, 10-step takeovers). Not yet run: expect roughly 1 h per conrft / sac run on one CPU core.
 # Run from anywhere: bash benchmarks/conrft/run.sh (18 runs, JOBS at a time); then python benchmarks/conrft/summarize.py
-#   TASKS="pick-place-v3 peg-insert-side-v3" SEEDS="1 2 3" OFFLINE=20000 BATCH=256 ONLINE=30000 JOBS=2 bash run.sh
+#   TASKS="pick-place-v3 peg-insert-side-v3" SEEDS="1 2 3" ALGOS="conrft sac bc-only" OFFLINE=20000 BATCH=256 ONLINE=30000 JOBS=2 bash run.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 TASKS="${TASKS:-pick-place-v3 peg-insert-side-v3}"
 SEEDS="${SEEDS:-1 2 3}"
+ALGOS="${ALGOS:-conrft sac bc-only}"
 ONLINE="${ONLINE:-30000}"
 OFFLINE="${OFFLINE:-20000}"
 BATCH="${BATCH:-256}"
@@ -21,7 +22,7 @@ COMMON="--offline-steps $OFFLINE --online-steps $ONLINE --batch-size $BATCH --cq
 COMMON="$COMMON --eval-every 2500 --eval-episodes 10 --threads 1"
 for task in $TASKS; do
   for seed in $SEEDS; do
-    for algo in conrft sac bc-only; do
+    for algo in $ALGOS; do
       echo "python ../../conrft.py --env-id metaworld/$task --algo $algo --seed $seed $COMMON"
     done
   done
