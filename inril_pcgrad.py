@@ -4,50 +4,40 @@ Paper: Gao et al. 2025, "IN-RIL: Interleaved Reinforcement and Imitation Learnin
 arXiv 2505.10442. There is no public code; this file is a from-scratch implementation (see README.md).
 
 Equations -> code
-    Stage 1, BC pre-training: min E_{(s,a)~D_exp} ||mu(s) - a||^2 on the policy mean (for a fixed std the same
-        minimiser as L_IL below)                                                -> squared_error(), stage 1 in main()
-    L_IL = E_{(s,a)~D_exp}[-log pi(a|s)], the std detached (a sigma-weighted MSE on the mean), so imitation never
-        shrinks the exploration noise; PPO alone moves the std                  -> il_loss()
-    L_RL: PPO's clipped surrogate (Schulman et al. 2017), advantages by GAE     -> ppo_loss(), gae()
-        (the critic's loss 0.5 (V(s) - R)^2 is written inline in main(), value step by gradient_step())
-    Interleaved update (Sec. 4.1), separate step sizes alpha_IL and alpha_RL:
-        m(t) RL steps  theta <- theta - alpha_RL grad L_RL                      -> rl_step()   (Adam state 1)
-        then one IL step theta <- theta - alpha_IL grad L_IL                    -> il_step()   (Adam state 2)
-        The paper writes a cycle as "one IL step, then m RL steps"; stage 1 ends with IL steps, so the loop's
-        "m(t) RL steps, then one IL step" is the same sequence. m = infinity is RL-only fine-tuning.
-        The loop in main() reads: rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
-    Gradient surgery ("separating possibly conflicting gradient updates in orthogonal subspaces", Sec. 4.3),
-        inside rl_step(), with g_IL = grad L_IL on a fresh demo minibatch at the current theta:
-        (1) PCGrad (Yu et al. 2020) on the raw gradients: if g_RL . g_IL < 0,
-            g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL                      -> project_conflicting()
-        (2) the RL optimizer's Adam step, giving the applied change delta = theta_new - theta_old;
-        (3) Adam rescales coordinates and carries momentum from earlier steps, so delta can still point uphill on
-            L_IL after (1); if g_IL . delta > 0, delta <- delta - (g_IL . delta / ||g_IL||^2) g_IL.
-        What the code guarantees: g_IL . delta <= 0 (up to float rounding) for every RL step, i.e. to first order
-        an RL step does not raise L_IL on the demo minibatch it was measured on. It does not guarantee this on
-        other demos, nor beyond first order. charts/conflict_rate is the fraction of a rollout's RL steps where (1)
-        projected, charts/step_conflict_rate where (3) did.
-        The IL step is not projected.
+    Stage 1, BC: min E_{(s,a)~D_exp} ||mu(s) - a||^2 on the policy mean (L_IL's minimiser for a fixed std)
+                                                                                -> squared_error(), stage 1 in main()
+    L_IL = E_{(s,a)~D_exp}[-log pi(a|s)], the std detached (a sigma-weighted MSE on the mean): imitation never
+        shrinks the exploration noise, PPO alone moves the std                  -> il_loss()
+    L_RL: PPO's clipped surrogate (Schulman et al. 2017), GAE advantages        -> policy_loss(), ppo_loss(), gae()
+        the critic's 0.5 (V(s) - R)^2                                           -> value_loss(), gradient_step()
+    Interleaved update (Sec. 4.1), step sizes alpha_RL and alpha_IL in two Adam states (m = infinity: RL only):
+        m(t) RL steps    theta <- theta - alpha_RL grad L_RL                    -> rl_step()
+        then one IL step theta <- theta - alpha_IL grad L_IL                    -> il_step()
+        main()'s loop: rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
+    Gradient surgery ("separating possibly conflicting gradient updates in orthogonal subspaces", Sec. 4.3) in
+        rl_step(), with g_IL = grad L_IL on a fresh demo minibatch at the current theta:
+        (1) PCGrad (Yu et al. 2020): if g_RL . g_IL < 0, g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL
+                                                                                -> project_conflicting()
+        (2) the RL optimizer's Adam step gives the applied change delta = theta_new - theta_old;
+        (3) Adam's per-coordinate scaling and momentum can leave delta uphill on L_IL after (1): if g_IL . delta > 0,
+            delta <- delta - (g_IL . delta / ||g_IL||^2) g_IL.
+        So g_IL . delta <= 0 (up to rounding) for every RL step: to first order no RL step raises L_IL on the demo
+        minibatch it was measured on (no guarantee on other demos, nor beyond first order). The IL step is not
+        projected. charts/conflict_rate: the fraction of a rollout's RL steps where (1) projected;
+        charts/step_conflict_rate: where (3) did.
     rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1)              -> measure_rho(), grad_cosine()
-        Sign convention: both are gradients of losses to be minimised, so rho > 0 means aligned (an RL step also
-        lowers L_IL) and rho < 0 means conflict. Some write-ups use the opposite sign (e.g. with the RL *ascent*
-        direction); here conflict is negative. Measured once per cycle, at the IL step, on that IL step's demo
-        minibatch and the last RL minibatch (L_RL at the current theta, the rollout's log-probs as old).
-    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m).
-        One EMA per cycle (per IL step), the same in inril_residual.py:
-        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max)
-      i.e. aligned gradients (rho -> 1) let IL run up to 3x more often (m/3), conflicting ones (rho -> -1)
-      make IL up to 3x rarer (3m): the more IL fights RL, the more RL steps per IL step.     -> dynamic_m()
+        Both are gradients of losses to be minimised: rho > 0 aligned (an RL step also lowers L_IL), rho < 0
+        conflict (some write-ups flip the sign, e.g. with the RL ascent direction). Measured once per cycle, at the
+        IL step, on its demo minibatch and the last RL minibatch (L_RL at the current theta, rollout log-probs as old).
+    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m),
+        one EMA per cycle (per IL step), the same in both files:                -> dynamic_m()
+        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max):
+        aligned gradients (rho -> 1) run IL up to 3x more often (m/3), conflicting ones (rho -> -1) up to 3x rarer.
 
-Baselines on the same code path (--il-mode): `interleave` (IN-RIL), `none` (RL-only fine-tuning, the
-IL-then-RL standard), `regularize` (one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery).
-Surgery is on by default (--pcgrad); --no-pcgrad gives plain interleaving.
-
-Policy: Gaussian MLP, mean net 2 x 256 ReLU, state-independent log std. Observations are normalised by the demos'
-mean/std, fixed and saved with the model. The first --critic-warmup-iters rollouts train only the critic.
-Sparse-reward manipulation (the paper's regime): --sparse-reward gives MetaWorld's success reward (1 on the step of
-success, where the episode ends; 0 otherwise) instead of the dense shaped one; --num-demo-episodes N clones only
-the first N demos, so the BC start is below 100% success.
+--il-mode: `interleave` (IN-RIL; surgery unless --no-pcgrad), `none` (RL-only fine-tuning, the IL-then-RL standard),
+`regularize` (one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery). Policy: Gaussian MLP, mean
+2 x 256 ReLU, state-independent log std; observations normalised by the demos' fixed mean/std (saved with the model).
+The paper's regime: --sparse-reward with --num-demo-episodes N (a BC start below 100% success).
 
 Run:
     python inril_pcgrad.py --env-id Hopper-v4 --m 10
@@ -59,10 +49,8 @@ Fidelity (paper: arXiv 2505.10442; ResiP: ankile/robust-rearrangement, read for 
 | design choice | paper / official value (source) | this file | why different |
 |---|---|---|---|
 | update rule | 1 IL step then m RL steps, step sizes alpha_IL, alpha_RL (Sec. 4.1) | m(t) RL steps then 1 IL step, two
-  Adam states (il_lr, actor_lr, both 3e-4) | same sequence after stage 1; separate optimizers so IL steps carry no RL
-  momentum |
-| m | fixed; 5-15 reported robust, ablations 2..30 | m = 10; --dynamic-m adapts it (ours) | the paper proposes adapting
-  m from rho but publishes no rule |
+  Adam states (il_lr, actor_lr, both 3e-4) | same sequence after stage 1; no RL momentum in IL steps |
+| m | fixed; 5-15 robust, ablations 2..30 | 10; --dynamic-m adapts it (ours) | proposed from rho, no rule published |
 | rho | gradient-relationship coefficient (Assumption 1), formula not public | cosine of the two loss gradients,
   conflict negative, EMA 0.9 per cycle | not public |
 | surgery | "orthogonal subspaces" (Sec. 4.3), which gradient is projected not public | PCGrad of g_RL off g_IL, plus
@@ -172,8 +160,7 @@ class Args:
     il_batch_size: int = 256
     """demo minibatch of an IL step (and of the gradient measured for surgery / rho)"""
     compile: bool = False
-    """torch.compile the value and policy losses (forward and backward); compiling takes tens of seconds on a CPU,
-    so it pays only for long runs (benchmarks/throughput/ has the measured effect)"""
+    """torch.compile the value and policy losses (fwd and bwd); pays only on long runs (benchmarks/throughput/)"""
     eval_every: int = 20_000
     """env steps between evaluations"""
     eval_episodes: int = 5
@@ -223,8 +210,7 @@ class ChunkedActions(gym.Wrapper):
 
 
 class SuccessReward(gym.Wrapper):
-    """Sparse success reward: 1.0 on the step where info["success"] is set (MetaWorld ends the episode there), else 0.
-    The env's own episode statistics (charts/episodic_return) still hold the dense return."""
+    """Reward 1 on the step where info["success"] is set (MetaWorld ends there), else 0; episodic_return stays dense"""
 
     def step(self, action):
         obs, _, term, trunc, info = self.env.step(action)
@@ -349,15 +335,10 @@ def first_episodes(demos: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
 
 def chunk_targets(demos, k):
     """(N, k * act_dim): the k demo actions from each step on, the episode's last action repeated past its end."""
-    ends = np.logical_or(demos["terminations"], demos["truncations"])
-    ep_end = np.zeros(len(ends), np.int64)
-    end = len(ends) - 1
-    for i in range(len(ends) - 1, -1, -1):
-        if ends[i]:
-            end = i
-        ep_end[i] = end
-    idx = np.minimum(np.arange(len(ends))[:, None] + np.arange(k)[None], ep_end[:, None])
-    return demos["actions"][idx].reshape(len(ends), -1)
+    ends, n = np.logical_or(demos["terminations"], demos["truncations"]), len(demos["actions"])
+    ep_end = np.minimum.accumulate(np.where(ends, np.arange(n), n - 1)[::-1])[::-1]  # each step's episode end
+    idx = np.minimum(np.arange(n)[:, None] + np.arange(k)[None], ep_end[:, None])
+    return demos["actions"][idx].reshape(n, -1)
 
 
 # ---- shared: evaluate ----
@@ -444,8 +425,7 @@ class Logger:
 
 
 def log_episodes(log, step: int, final_info: dict, ended: np.ndarray):
-    """charts/episodic_return (the env's own return: dense on MetaWorld) and charts/episodic_success where the env
-    has a success flag, one row per finished episode."""
+    """charts/episodic_return (the env's own: dense on MetaWorld) and, with a success flag, charts/episodic_success."""
     for i in np.where(ended)[0]:
         log.log(step, **{"charts/episodic_return": float(final_info["episode"]["r"][i])})
         if "success" in final_info:
@@ -469,12 +449,9 @@ class Policy(nn.Module):
         self.mu = mlp(obs_dim, act_dim, out_std=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(action_std))))
 
-    def norm(self, obs):
-        return ((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)
-
     def forward(self, obs):
         """The deterministic action mu(s)."""
-        return self.mu(self.norm(obs))
+        return self.mu(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10))
 
     def dist(self, obs):
         return torch.distributions.Normal(self(obs), self.log_std.exp(), validate_args=False)
@@ -493,9 +470,7 @@ class Critic(nn.Module):
         return self.v(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)).squeeze(-1)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Losses and gradient tools (pure functions; tests call them)
-# ----------------------------------------------------------------------------------------------------------
+# ---- losses and gradient tools (pure functions; tests call them) ----
 def squared_error(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """||pred - a||^2 summed over action dims, mean over the batch: stage 1's BC loss and the logged demo MSE."""
     return ((pred - act) ** 2).sum(-1).mean()
@@ -543,11 +518,6 @@ def flat_grad(loss, params):
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
-def unflatten(flat: torch.Tensor, params) -> list[torch.Tensor]:
-    """Split a flat vector into tensors shaped like `params`."""
-    return [c.view_as(p) for c, p in zip(flat.split([p.numel() for p in params]), params)]
-
-
 def grad_cosine(g_a: torch.Tensor, g_b: torch.Tensor) -> float:
     """cos(g_a, g_b) in [-1, 1]."""
     return float(torch.dot(g_a, g_b) / (g_a.norm() * g_b.norm() + 1e-12))
@@ -585,16 +555,15 @@ def il_step(l_il, params, il_opt, max_grad_norm):
 
 
 def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
-    """theta <- theta - alpha_RL grad L_RL by the RL optimizer. With l_il (surgery): (1) PCGrad of g_RL off g_IL,
-    (2) Adam's step delta, (3) if g_IL . delta > 0, delta loses its component along g_IL, so g_IL . delta <= 0.
+    """theta <- theta - alpha_RL grad L_RL by the RL optimizer; with l_il, surgery steps (1)-(3) (module docstring).
     Returns (the gradients conflicted, the applied step still conflicted); (False, False) without l_il."""
     if l_il is None:
         gradient_step(l_rl, params, rl_opt, max_grad_norm)
         return False, False
-    g_il = flat_grad(l_il, params)
+    g_il, sizes = flat_grad(l_il, params), [p.numel() for p in params]
     g_rl, grad_hit = project_conflicting(flat_grad(l_rl, params), g_il)  # (1)
-    for p, g in zip(params, unflatten(g_rl, params)):
-        p.grad = g.clone()
+    for p, g in zip(params, g_rl.split(sizes)):
+        p.grad = g.view_as(p).clone()
     nn.utils.clip_grad_norm_(params, max_grad_norm)
     before = torch.cat([p.detach().reshape(-1) for p in params])
     rl_opt.step()  # (2)
@@ -602,8 +571,8 @@ def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
     descent, step_hit = project_conflicting(descent, g_il)  # (3): -delta . g_IL >= 0 afterwards
     if step_hit:
         with torch.no_grad():
-            for p, x in zip(params, unflatten(before - descent, params)):
-                p.copy_(x)
+            for p, x in zip(params, (before - descent).split(sizes)):
+                p.copy_(x.view_as(p))
     return grad_hit, step_hit
 
 
@@ -623,19 +592,18 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
     k = args.chunk_size
-    surgery = args.il_mode == "interleave" and args.pcgrad  # rl_step() projects off the IL gradient
+    interleave, regularize = args.il_mode == "interleave", args.il_mode == "regularize"
+    surgery = interleave and args.pcgrad  # rl_step() projects off the IL gradient
 
     # ---- env and demos ----
-    def env_thunk(i):
-        def thunk():
-            env = make_env(args.env_id, args.seed + i)()
-            env = SuccessReward(env) if args.sparse_reward else env
-            return ChunkedActions(env, k) if k > 1 else env
+    def train_env(i):  # make_env, then the sparse reward and the action chunks
+        env = make_env(args.env_id, args.seed + i)()
+        env = SuccessReward(env) if args.sparse_reward else env
+        return ChunkedActions(env, k) if k > 1 else env
 
-        return thunk
-
-    envs = gym.vector.SyncVectorEnv([env_thunk(i) for i in range(args.num_envs)],
+    envs = gym.vector.SyncVectorEnv([lambda i=i: train_env(i) for i in range(args.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     demo_path = args.demo_path or default_demo_path(args.env_id)
     demos = first_episodes(load_demos(demo_path, make_env(args.env_id, args.seed)()), args.num_demo_episodes)
@@ -643,8 +611,11 @@ def main():
     obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
     D_obs = torch.as_tensor(demos["observations"], device=device)
     D_act = torch.as_tensor(chunk_targets(demos, k), device=device)
-    n_demo = len(D_obs)
     log = Logger(run_name, args)
+
+    def demo_batch(n):
+        idx = torch.randint(len(D_obs), (n,), device=device)
+        return D_obs[idx], D_act[idx]
 
     policy = Policy(obs_dim, act_dim, obs_mean, obs_std, args.action_std).to(device)
     critic = Critic(obs_dim, obs_mean, obs_std).to(device)
@@ -654,8 +625,8 @@ def main():
     bc_opt = torch.optim.Adam(policy.mu.parameters(), lr=args.bc_lr)
     best, since, window = float("inf"), 0, []
     for step in log.steps(bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):  # stops on SIGINT
-        idx = torch.randint(n_demo, (args.bc_batch_size,), device=device)
-        loss = squared_error(policy(D_obs[idx]), D_act[idx])
+        obs_d, act_d = demo_batch(args.bc_batch_size)
+        loss = squared_error(policy(obs_d), act_d)
         bc_opt.zero_grad()
         loss.backward()
         bc_opt.step()
@@ -669,14 +640,13 @@ def main():
             if since >= 4:  # no 3% improvement over 2,000 steps: plateau
                 break
 
-    def eval_fn(o):
+    def eval_fn(o):  # deterministic, the first action of the chunk (closed loop)
         with torch.no_grad():
-            a = policy(torch.as_tensor(o, dtype=torch.float32, device=device))
-        return a.cpu().numpy()[: act_dim // k]  # deterministic, first action of the chunk (closed loop)
+            return policy(tensor(o)).cpu().numpy()[: act_dim // k]
 
     bc_return, bc_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
     n_eps = int(np.logical_or(demos["terminations"], demos["truncations"]).sum())
-    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {n_demo} transitions) -> eval/return "
+    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {len(D_obs)} transitions) -> eval/return "
           f"{bc_return:.1f}, eval/success {bc_success:.2f}")
     log.log(0, **{"eval/return": bc_return, "eval/success": bc_success})
 
@@ -690,9 +660,8 @@ def main():
            ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
     scale_reward = RewardScaler(N, args.gamma)
     obs, _ = envs.reset(seed=args.seed)
-    value_loss_fn, policy_loss_fn = value_loss, policy_loss
-    if args.compile:  # the same functions, compiled on first use
-        value_loss_fn, policy_loss_fn = torch.compile(value_loss), torch.compile(policy_loss)
+    compiled = torch.compile if args.compile else (lambda f: f)  # the same functions, compiled on first use
+    value_loss_fn, policy_loss_fn = compiled(value_loss), compiled(policy_loss)
     global_step, rl_steps, next_eval = 0, 0, args.eval_every
     since_il = 0  # RL steps since the last IL step
     m_t = args.m  # m(t): RL steps per IL step in the current cycle
@@ -701,7 +670,7 @@ def main():
     pbar = tqdm(total=num_iters * batch * k, desc=f"stage 2: {args.il_mode}")
     for it in log.steps(range(num_iters)):  # stops early on SIGINT/SIGTERM (Logger)
         for t in range(T):  # ---- rollout ----
-            o = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            o = tensor(obs)
             with torch.no_grad():
                 d = policy.dist(o)
                 a = d.sample()
@@ -714,12 +683,10 @@ def main():
             if ended.any():
                 log_episodes(log, global_step, info["final_info"], ended)
                 with torch.no_grad():  # bootstrap through truncations, not through terminations
-                    final = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32, device=device)
-                    not_term = torch.as_tensor(1.0 - term[ended], dtype=torch.float32, device=device)
+                    final, not_term = tensor(np.stack(info["final_obs"][ended])), tensor(1.0 - term[ended])
                     buf["next_val"][t, torch.as_tensor(ended, device=device)] = critic(final) * not_term
-            buf["obs"][t], buf["act"][t] = o, a
-            buf["rew"][t] = torch.as_tensor(scale_reward(r, ended), dtype=torch.float32, device=device)
-            buf["done"][t] = torch.as_tensor(ended.astype(np.float32), device=device)
+            buf["obs"][t], buf["act"][t], buf["done"][t] = o, a, tensor(ended)
+            buf["rew"][t] = tensor(scale_reward(r, ended))
             if global_step >= next_eval:
                 next_eval += args.eval_every
                 ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
@@ -728,45 +695,36 @@ def main():
 
         # ---- update: PPO minibatches (RL steps), one IL step after every m(t) of them ----
         with torch.no_grad():  # V(s_t+1) of a running episode is the value of the next rollout step: no extra forward
-            o_last = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            next_val = torch.cat([buf["val"][1:], critic(o_last)[None]]) * (1 - buf["done"]) + buf["next_val"]
+            o_last = tensor(obs)
+            v_last = critic(o_last)
+            next_val = torch.cat([buf["val"][1:], v_last[None]]) * (1 - buf["done"]) + buf["next_val"]
         adv, ret = gae(buf["rew"], buf["val"], next_val, buf["done"], args.gamma, args.gae_lambda)
         b = {k_: v.reshape((batch,) + v.shape[2:]) for k_, v in buf.items()}
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
-        warmup = it < args.critic_warmup_iters  # value-only rollouts: no RL and no IL steps
 
         def rl_loss(idx):
             """L_RL on RL minibatch idx at the current policy, the rollout's log-probs as old: (loss, approx_kl)."""
             return policy_loss_fn(policy, b["obs"][idx], b["act"][idx], b["logp"][idx], b_adv[idx], args.clip_coef)
 
-        def demo_batch():
-            didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
-            return D_obs[didx], D_act[didx]
-
-        kls, rhos, il_losses, il_mses, pg_losses = [], [], [], [], []
-        conflicts, step_conflicts, projected = 0, 0, 0  # surgery counters of this rollout's RL steps
+        kls, pg_losses, hits, rhos, il_losses, il_mses = [], [], [], [], [], []  # this rollout's diagnostics
         for _epoch in range(args.update_epochs):
             for idx in torch.randperm(batch, device=device).split(mb):
                 v_loss = value_loss_fn(critic, b["obs"][idx], b_ret[idx])
                 gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
-                if warmup:
+                if it < args.critic_warmup_iters:  # value-only rollouts: no RL and no IL steps
                     continue
                 pg_loss, kl = rl_loss(idx)
                 kls.append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
                 pg_losses.append(pg_loss.detach())
-                l_rl, l_il = pg_loss, None
-                if surgery or args.il_mode == "regularize":
-                    l_il = il_loss(policy, *demo_batch())
-                if args.il_mode == "regularize":  # baseline: one combined loss, no surgery
-                    l_rl, l_il = pg_loss + args.bc_coef * l_il, None
-                grad_hit, step_hit = rl_step(l_rl, l_il, actor_params, rl_opt, args.max_grad_norm)
-                if l_il is not None:
-                    projected += 1
-                    conflicts, step_conflicts = conflicts + grad_hit, step_conflicts + step_hit
+                l_il = il_loss(policy, *demo_batch(args.il_batch_size)) if surgery or regularize else None
+                l_rl = pg_loss + args.bc_coef * l_il if regularize else pg_loss  # baseline: one loss, no surgery
+                hit = rl_step(l_rl, l_il if surgery else None, actor_params, rl_opt, args.max_grad_norm)
+                if surgery:
+                    hits.append(hit)  # (the gradients conflicted, the applied step still conflicted)
                 rl_steps += 1
                 since_il += 1
-                if args.il_mode == "interleave" and since_il >= m_t:  # the cycle's IL step
-                    obs_d, act_d = demo_batch()
+                if interleave and since_il >= m_t:  # the cycle's IL step
+                    obs_d, act_d = demo_batch(args.il_batch_size)
                     l_il = il_loss(policy, obs_d, act_d)
                     rho = measure_rho(l_il, rl_loss(idx)[0], actor_params)
                     rho_bar = 0.9 * rho_bar + 0.1 * rho
@@ -780,22 +738,21 @@ def main():
             if kls and torch.stack(kls[-args.num_minibatches:]).mean().item() > args.target_kl:
                 break
         with torch.no_grad():
-            didx = torch.randint(n_demo, (1024,), device=device)
-            demo_mse = squared_error(policy(D_obs[didx]), D_act[didx]).item()
-        scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
-                   "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
+            obs_d, act_d = demo_batch(1024)
+            demo_mse = squared_error(policy(obs_d), act_d).item()
+            scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
+                       "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
         if pg_losses:
             scalars.update({"losses/policy": torch.stack(pg_losses).mean().item(),
                             "losses/approx_kl": torch.stack(kls).mean().item()})
-        if args.il_mode == "interleave":
+        if interleave:
             scalars["charts/m"] = m_t
-        if il_losses:
-            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses))})
-        if rhos:
-            scalars.update({"charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
-        if projected:
-            scalars.update({"charts/conflict_rate": conflicts / projected,
-                            "charts/step_conflict_rate": step_conflicts / projected})
+        if rhos:  # one entry per IL step
+            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses)),
+                            "charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
+        if hits:
+            conflict_rate, step_conflict_rate = np.mean(hits, 0)
+            scalars.update({"charts/conflict_rate": conflict_rate, "charts/step_conflict_rate": step_conflict_rate})
         log.log(global_step, **scalars)
     pbar.close()
 

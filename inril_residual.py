@@ -5,43 +5,36 @@ arXiv 2505.10442. There is no public code; this file is a from-scratch implement
 follows ResiP (Ankile et al. 2024, ankile/robust-rearrangement), the closest public precedent (fidelity table below).
 
 Equations -> code
-    Stage 1, BC pre-training of the base: min E_{(s,a)~D_exp} ||base(s) - a||^2   -> squared_error(), stage 1 in main()
+    Stage 1, BC of the base: min E_{(s,a)~D_exp} ||base(s) - a||^2          -> squared_error(), stage 1 in main()
     L_IL = E_{(s,a)~D_exp}[-log N(a; base(s), I)] = 0.5 ||base(s) - a||^2 + const -> il_loss()
     Network separation (Sec. 4.3): a = base(s) + scale * u,  u ~ pi_res(. | s, base(s)) = N(r(s, base(s)), std).
         As in ResiP: input concat(obs, base action), r's last layer zero (fine-tuning starts exactly at the BC
         policy), scale 0.1, initial log std -1.5 (action-space std 0.1 * e^-1.5 = 0.022)   -> BasePolicy, Residual
-    L_RL: PPO's clipped surrogate on log pi_res(u | s, a_base), advantages by GAE, plus ResiP's penalty on the
-        residual mean l1 * |r| + l2 * r^2 (l1 = 0, l2 = 0.01)              -> ppo_loss(), gae(), residual_penalty()
-        The critic V(s, a_base) sees the base action too (ResiP); its loss 0.5 (V - R)^2 is written inline in
-        main(), value step by gradient_step().
-    Interleaved update (Sec. 4.1), separate step sizes:
-        m(t) RL steps on the residual  theta_res <- theta_res - alpha_RL grad L_RL   -> rl_step()   (Adam state 1)
-        then one IL step on the base   theta_base <- theta_base - alpha_IL grad L_IL -> il_step()   (Adam state 2)
-        IL gradients reach only the base and RL gradients only the residual, so no surgery is needed. The paper
-        writes a cycle as "one IL step, then m RL steps"; stage 1 ends with IL steps, so the loop's "m(t) RL steps,
-        then one IL step" is the same sequence. The loop in main() reads, as in inril_pcgrad.py:
-        rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
+    L_RL: PPO's clipped surrogate on log pi_res(u | s, a_base), GAE advantages, plus ResiP's penalty on the residual
+        mean l1 * |r| + l2 * r^2 (l1 = 0, l2 = 0.01)         -> residual_loss(), ppo_loss(), gae(), residual_penalty()
+        the critic V(s, a_base) sees the base action too (ResiP): 0.5 (V - R)^2 -> value_loss(), gradient_step()
+    Interleaved update (Sec. 4.1), step sizes alpha_RL and alpha_IL in two Adam states:
+        m(t) RL steps on the residual  theta_res <- theta_res - alpha_RL grad L_RL   -> rl_step()
+        then one IL step on the base   theta_base <- theta_base - alpha_IL grad L_IL -> il_step()
+        IL gradients reach only the base and RL gradients only the residual, so no surgery is needed. The paper's
+        cycle "one IL step, then m RL steps" is the same sequence, as stage 1 ends with IL steps.
+        main()'s loop: rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
     rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1)              -> measure_rho(), combined_logp()
-        The two losses act on different networks, so rho is measured where both could act: on the base's
-        parameters, with L_RL the PPO loss of the combined policy N(base(s) + scale * r(s, base(s)), scale * std)
-        (old log-probs: the rollout's log pi_res(u) - act_dim * log(scale), the same density in action units),
-        i.e. the RL gradient the base would get if RL trained it. Sign convention: both are gradients of losses
-        to be minimised, so rho > 0 means aligned and rho < 0 conflict (some write-ups use the opposite sign).
-        Measured once per cycle, at the IL step, on that IL step's demo minibatch and the last RL minibatch.
-    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m).
-        One EMA per cycle (per IL step), the same in inril_pcgrad.py:
-        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max)
-      (conflict -> more RL steps per IL step, alignment -> fewer).                -> dynamic_m()
+        The losses act on different networks, so rho is measured where both could act: on the base's parameters,
+        with L_RL the PPO loss of the combined policy N(base(s) + scale * r(s, base(s)), scale * std) (old log-probs:
+        the rollout's log pi_res(u) - act_dim * log(scale), the same density in action units), i.e. the RL gradient
+        the base would get if RL trained it. Both are gradients of losses to be minimised: rho > 0 aligned, rho < 0
+        conflict (some write-ups flip the sign). Measured once per cycle, at the IL step, on its demo minibatch and
+        the last RL minibatch.
+    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m),
+        one EMA per cycle (per IL step), the same in both files:                -> dynamic_m()
+        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max):
+        aligned gradients (rho -> 1) run IL up to 3x more often (m/3), conflicting ones (rho -> -1) up to 3x rarer.
 
-Baselines on the same code path (--il-mode): `interleave` (IN-RIL), `none` (residual RL only, base frozen: RL-only
-fine-tuning with network separation), `regularize` (residual loss L_RL + bc_coef * BC of the combined action on the
-demos, base frozen).
-
-Base: deterministic MLP 2 x 256 ReLU. Observations are normalised by the demos' mean/std, fixed and saved with the
-model. The first --critic-warmup-iters rollouts train only the critic (ResiP's value-only iterations).
-Sparse-reward manipulation (the paper's regime): --sparse-reward gives MetaWorld's success reward (1 on the step of
-success, where the episode ends; 0 otherwise) instead of the dense shaped one; --num-demo-episodes N clones only
-the first N demos, so the BC start is below 100% success.
+--il-mode: `interleave` (IN-RIL), `none` (residual RL only, base frozen: RL-only fine-tuning with network
+separation), `regularize` (residual loss L_RL + bc_coef * BC of the combined action on the demos, base frozen).
+Base: deterministic MLP 2 x 256 ReLU; observations normalised by the demos' fixed mean/std (saved with the model).
+The paper's regime: --sparse-reward with --num-demo-episodes N (a BC start below 100% success).
 
 Run:
     python inril_residual.py --env-id Hopper-v4 --m 10
@@ -52,7 +45,8 @@ Fidelity (paper: arXiv 2505.10442, no code; ResiP: ankile/robust-rearrangement a
 commit is named; "rl/residual_ppo.yaml" is src/config/rl/residual_ppo.yaml, present until commit e37811d)
 | design choice | paper / official value (source) | this file | why different |
 |---|---|---|---|
-| residual input | concat(obs, base action) (src/models/residual.py, src/train/residual_ppo.py) | same | - |
+| residual input; critic input | concat(obs, base action) (src/models/residual.py, src/train/residual_ppo.py);
+  obs + base action (models/residual.py) | same | - |
 | residual output | scale 0.1, head zero at the start (action_head_std 0.0, src/config/actor/residual_mlp.yaml) |
   scale 0.1, last layer's weight and bias zero | - |
 | residual initial log std | -1.5, learned (actor/residual_mlp.yaml; rl/residual_ppo.yaml until e37811d); -1.0, fixed
@@ -64,7 +58,6 @@ commit is named; "rl/residual_ppo.yaml" is src/config/rl/residual_ppo.yaml, pres
   correction, the point of issue 13 |
 | value-only warm-up | n_iterations_train_only_value 5 (rl/residual_ppo.yaml @4ae40a1; 0 in later configs) | 5
   rollouts (--critic-warmup-iters) | - |
-| critic input | obs + base action (models/residual.py) | same | - |
 | networks | actor and critic 2 x 256 ReLU (actor/residual_mlp.yaml) | same; base 2 x 256 ReLU MLP | ResiP's base is a
   diffusion or MLP policy |
 | PPO | actor lr 3e-4, critic lr 5e-3, gamma 0.999, clip 0.2, target KL 0.1, max grad norm 1.0, 1,024 envs x 700
@@ -72,8 +65,7 @@ commit is named; "rl/residual_ppo.yaml" is src/config/rl/residual_ppo.yaml, pres
   clip 0.2, target KL 0.1, max grad norm 0.5, 8 envs x 256 steps, 10 epochs x 8 minibatches | CPU budget; the PPO
   settings of inril_pcgrad.py, so the two files compare |
 | base updates during RL | ResiP: none, or BC by its own optimizer at lr 5e-5 (experiment/rl/residual_ppo_w_bc.yaml);
-  IN-RIL: one IL step per m RL steps (Sec. 4.1) | one IL step per m(t) RL steps, own Adam state, il_lr 3e-4 | IN-RIL's
-  rule |
+  IN-RIL: one IL step per m RL steps (Sec. 4.1) | one IL step per m(t) RL steps, own Adam state, il_lr 3e-4 | IN-RIL |
 | m, rho, dynamic m | paper: fixed m, 5-15 robust; rho formula not public | m = 10; rho and --dynamic-m as in
   inril_pcgrad.py | not public; dynamic m is ours |
 | tasks, reward | Robomimic (300 demos), FurnitureBench (50 demos): sparse success; Gym locomotion: dense | MetaWorld
@@ -179,8 +171,7 @@ class Args:
     il_batch_size: int = 256
     """demo minibatch of an IL step (and of the gradient measured for rho)"""
     compile: bool = False
-    """torch.compile the value and residual losses (forward and backward); compiling takes tens of seconds on a
-    CPU, so it pays only for long runs (benchmarks/throughput/ has the measured effect)"""
+    """torch.compile the value and residual losses (fwd and bwd); pays only on long runs (benchmarks/throughput/)"""
     eval_every: int = 20_000
     """env steps between evaluations"""
     eval_episodes: int = 5
@@ -230,8 +221,7 @@ class ChunkedActions(gym.Wrapper):
 
 
 class SuccessReward(gym.Wrapper):
-    """Sparse success reward: 1.0 on the step where info["success"] is set (MetaWorld ends the episode there), else 0.
-    The env's own episode statistics (charts/episodic_return) still hold the dense return."""
+    """Reward 1 on the step where info["success"] is set (MetaWorld ends there), else 0; episodic_return stays dense"""
 
     def step(self, action):
         obs, _, term, trunc, info = self.env.step(action)
@@ -356,15 +346,10 @@ def first_episodes(demos: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
 
 def chunk_targets(demos, k):
     """(N, k * act_dim): the k demo actions from each step on, the episode's last action repeated past its end."""
-    ends = np.logical_or(demos["terminations"], demos["truncations"])
-    ep_end = np.zeros(len(ends), np.int64)
-    end = len(ends) - 1
-    for i in range(len(ends) - 1, -1, -1):
-        if ends[i]:
-            end = i
-        ep_end[i] = end
-    idx = np.minimum(np.arange(len(ends))[:, None] + np.arange(k)[None], ep_end[:, None])
-    return demos["actions"][idx].reshape(len(ends), -1)
+    ends, n = np.logical_or(demos["terminations"], demos["truncations"]), len(demos["actions"])
+    ep_end = np.minimum.accumulate(np.where(ends, np.arange(n), n - 1)[::-1])[::-1]  # each step's episode end
+    idx = np.minimum(np.arange(n)[:, None] + np.arange(k)[None], ep_end[:, None])
+    return demos["actions"][idx].reshape(n, -1)
 
 
 # ---- shared: evaluate ----
@@ -451,8 +436,7 @@ class Logger:
 
 
 def log_episodes(log, step: int, final_info: dict, ended: np.ndarray):
-    """charts/episodic_return (the env's own return: dense on MetaWorld) and charts/episodic_success where the env
-    has a success flag, one row per finished episode."""
+    """charts/episodic_return (the env's own: dense on MetaWorld) and, with a success flag, charts/episodic_success."""
     for i in np.where(ended)[0]:
         log.log(step, **{"charts/episodic_return": float(final_info["episode"]["r"][i])})
         if "success" in final_info:
@@ -475,12 +459,9 @@ class BasePolicy(nn.Module):
         self.register_buffer("obs_std", torch.as_tensor(obs_std))
         self.mu = mlp(obs_dim, act_dim, out_std=0.01)
 
-    def norm(self, obs):
-        return ((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)
-
     def forward(self, obs):
         """The deterministic base action base(s)."""
-        return self.mu(self.norm(obs))
+        return self.mu(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10))
 
 
 class Residual(nn.Module):
@@ -514,9 +495,7 @@ class Critic(nn.Module):
         return self.v(torch.cat([((obs - self.obs_mean) / self.obs_std).clamp(-10, 10), a_base], -1)).squeeze(-1)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Losses and gradient tools (pure functions; tests call them)
-# ----------------------------------------------------------------------------------------------------------
+# ---- losses and gradient tools (pure functions; tests call them) ----
 def squared_error(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """||pred - a||^2 summed over action dims, mean over the batch: stage 1's BC loss and the logged demo MSE."""
     return ((pred - act) ** 2).sum(-1).mean()
@@ -637,18 +616,17 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
     k, scale = args.chunk_size, args.residual_scale
+    interleave, regularize = args.il_mode == "interleave", args.il_mode == "regularize"
 
     # ---- env and demos ----
-    def env_thunk(i):
-        def thunk():
-            env = make_env(args.env_id, args.seed + i)()
-            env = SuccessReward(env) if args.sparse_reward else env
-            return ChunkedActions(env, k) if k > 1 else env
+    def train_env(i):  # make_env, then the sparse reward and the action chunks
+        env = make_env(args.env_id, args.seed + i)()
+        env = SuccessReward(env) if args.sparse_reward else env
+        return ChunkedActions(env, k) if k > 1 else env
 
-        return thunk
-
-    envs = gym.vector.SyncVectorEnv([env_thunk(i) for i in range(args.num_envs)],
+    envs = gym.vector.SyncVectorEnv([lambda i=i: train_env(i) for i in range(args.num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     demo_path = args.demo_path or default_demo_path(args.env_id)
     demos = first_episodes(load_demos(demo_path, make_env(args.env_id, args.seed)()), args.num_demo_episodes)
@@ -656,8 +634,11 @@ def main():
     obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
     D_obs = torch.as_tensor(demos["observations"], device=device)
     D_act = torch.as_tensor(chunk_targets(demos, k), device=device)
-    n_demo = len(D_obs)
     log = Logger(run_name, args)
+
+    def demo_batch(n):
+        idx = torch.randint(len(D_obs), (n,), device=device)
+        return D_obs[idx], D_act[idx]
 
     base = BasePolicy(obs_dim, act_dim, obs_mean, obs_std).to(device)
     residual = Residual(obs_dim, act_dim, obs_mean, obs_std, args.residual_log_std).to(device)
@@ -669,8 +650,8 @@ def main():
     bc_opt = torch.optim.Adam(base.parameters(), lr=args.bc_lr)
     best, since, window = float("inf"), 0, []
     for step in log.steps(bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):  # stops on SIGINT
-        idx = torch.randint(n_demo, (args.bc_batch_size,), device=device)
-        loss = squared_error(base(D_obs[idx]), D_act[idx])
+        obs_d, act_d = demo_batch(args.bc_batch_size)
+        loss = squared_error(base(obs_d), act_d)
         bc_opt.zero_grad()
         loss.backward()
         bc_opt.step()
@@ -684,14 +665,13 @@ def main():
             if since >= 4:  # no 3% improvement over 2,000 steps: plateau
                 break
 
-    def eval_fn(o):
+    def eval_fn(o):  # deterministic, the first action of the chunk (closed loop)
         with torch.no_grad():
-            a = act_combined(base, residual, torch.as_tensor(o, dtype=torch.float32, device=device), scale)
-        return a.cpu().numpy()[: act_dim // k]  # deterministic, first action of the chunk (closed loop)
+            return act_combined(base, residual, tensor(o), scale).cpu().numpy()[: act_dim // k]
 
     bc_return, bc_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
     n_eps = int(np.logical_or(demos["terminations"], demos["truncations"]).sum())
-    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {n_demo} transitions) -> eval/return "
+    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {len(D_obs)} transitions) -> eval/return "
           f"{bc_return:.1f}, eval/success {bc_success:.2f}")
     log.log(0, **{"eval/return": bc_return, "eval/success": bc_success})
 
@@ -705,9 +685,8 @@ def main():
            ("u", (act_dim,)), ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
     scale_reward = RewardScaler(N, args.gamma)
     obs, _ = envs.reset(seed=args.seed)
-    value_loss_fn, residual_loss_fn = value_loss, residual_loss
-    if args.compile:  # the same functions, compiled on first use
-        value_loss_fn, residual_loss_fn = torch.compile(value_loss), torch.compile(residual_loss)
+    compiled = torch.compile if args.compile else (lambda f: f)  # the same functions, compiled on first use
+    value_loss_fn, residual_loss_fn = compiled(value_loss), compiled(residual_loss)
     global_step, rl_steps, next_eval = 0, 0, args.eval_every
     since_il = 0  # RL steps since the last IL step
     m_t = args.m  # m(t): RL steps per IL step in the current cycle
@@ -716,7 +695,7 @@ def main():
     pbar = tqdm(total=num_iters * batch * k, desc=f"stage 2: {args.il_mode}")
     for it in log.steps(range(num_iters)):  # stops early on SIGINT/SIGTERM (Logger)
         for t in range(T):  # ---- rollout ----
-            o = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            o = tensor(obs)
             with torch.no_grad():
                 a_base = base(o)
                 d = residual.dist(o, a_base)
@@ -730,12 +709,10 @@ def main():
             if ended.any():
                 log_episodes(log, global_step, info["final_info"], ended)
                 with torch.no_grad():  # bootstrap through truncations, not through terminations
-                    final = torch.as_tensor(np.stack(info["final_obs"][ended]), dtype=torch.float32, device=device)
-                    not_term = torch.as_tensor(1.0 - term[ended], dtype=torch.float32, device=device)
+                    final, not_term = tensor(np.stack(info["final_obs"][ended])), tensor(1.0 - term[ended])
                     buf["next_val"][t, torch.as_tensor(ended, device=device)] = critic(final, base(final)) * not_term
-            buf["obs"][t], buf["a_base"][t], buf["u"][t] = o, a_base, u
-            buf["rew"][t] = torch.as_tensor(scale_reward(r, ended), dtype=torch.float32, device=device)
-            buf["done"][t] = torch.as_tensor(ended.astype(np.float32), device=device)
+            buf["obs"][t], buf["a_base"][t], buf["u"][t], buf["done"][t] = o, a_base, u, tensor(ended)
+            buf["rew"][t] = tensor(scale_reward(r, ended))
             if global_step >= next_eval:
                 next_eval += args.eval_every
                 ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
@@ -744,12 +721,12 @@ def main():
 
         # ---- update: PPO minibatches (RL steps on the residual), one IL step on the base after every m(t) ----
         with torch.no_grad():  # V(s_t+1) of a running episode is the value of the next rollout step: no extra forward
-            o_last = torch.as_tensor(obs, dtype=torch.float32, device=device)
-            next_val = torch.cat([buf["val"][1:], critic(o_last, base(o_last))[None]]) * (1 - buf["done"]) + buf["next_val"]
+            o_last = tensor(obs)
+            v_last = critic(o_last, base(o_last))
+            next_val = torch.cat([buf["val"][1:], v_last[None]]) * (1 - buf["done"]) + buf["next_val"]
         adv, ret = gae(buf["rew"], buf["val"], next_val, buf["done"], args.gamma, args.gae_lambda)
         b = {k_: v.reshape((batch,) + v.shape[2:]) for k_, v in buf.items()}
         b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
-        warmup = it < args.critic_warmup_iters  # value-only rollouts: no RL and no IL steps
 
         def base_rl_loss(idx):
             """L_RL of the combined policy on RL minibatch idx, differentiable in the base (only for rho)."""
@@ -758,32 +735,28 @@ def main():
             new_logp = combined_logp(base, residual, b["obs"][idx], a_exec, scale)
             return ppo_loss(new_logp, old_logp, b_adv[idx], args.clip_coef)
 
-        def demo_batch():
-            didx = torch.randint(n_demo, (args.il_batch_size,), device=device)
-            return D_obs[didx], D_act[didx]
-
-        kls, rhos, il_losses, il_mses, pg_losses = [], [], [], [], []
+        kls, pg_losses, rhos, il_losses, il_mses = [], [], [], [], []  # this rollout's diagnostics
         for _epoch in range(args.update_epochs):
             for idx in torch.randperm(batch, device=device).split(mb):
                 v_loss = value_loss_fn(critic, b["obs"][idx], b["a_base"][idx], b_ret[idx])
                 gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
-                if warmup:
+                if it < args.critic_warmup_iters:  # value-only rollouts: no RL and no IL steps
                     continue
                 l_rl, pg_loss, kl = residual_loss_fn(residual, b["obs"][idx], b["a_base"][idx], b["u"][idx],
                                                      b["logp"][idx], b_adv[idx], args.clip_coef, args.residual_l1,
                                                      args.residual_l2)
                 kls.append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
                 pg_losses.append(pg_loss.detach())
-                if args.il_mode == "regularize":  # baseline: BC of the combined action, into the residual only
-                    obs_d, act_d = demo_batch()
+                if regularize:  # baseline: BC of the combined action, into the residual only
+                    obs_d, act_d = demo_batch(args.il_batch_size)
                     with torch.no_grad():
                         a_b = base(obs_d)
                     l_rl = l_rl + args.bc_coef * 0.5 * squared_error(a_b + scale * residual.mean(obs_d, a_b), act_d)
                 rl_step(l_rl, res_params, rl_opt, args.max_grad_norm)
                 rl_steps += 1
                 since_il += 1
-                if args.il_mode == "interleave" and since_il >= m_t:  # the cycle's IL step
-                    obs_d, act_d = demo_batch()
+                if interleave and since_il >= m_t:  # the cycle's IL step
+                    obs_d, act_d = demo_batch(args.il_batch_size)
                     l_il = il_loss(base, obs_d, act_d)
                     rho = measure_rho(l_il, base_rl_loss(idx)[0], base_params)
                     rho_bar = 0.9 * rho_bar + 0.1 * rho
@@ -797,22 +770,21 @@ def main():
             if kls and torch.stack(kls[-args.num_minibatches:]).mean().item() > args.target_kl:
                 break
         with torch.no_grad():
-            didx = torch.randint(n_demo, (1024,), device=device)
-            demo_mse = squared_error(act_combined(base, residual, D_obs[didx], scale), D_act[didx]).item()
+            obs_d, act_d = demo_batch(1024)
+            demo_mse = squared_error(act_combined(base, residual, obs_d, scale), act_d).item()
             r_mean = residual.mean(b["obs"], b["a_base"])
-        scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
-                   "charts/action_std": scale * residual.log_std.exp().mean().item(), "charts/rl_steps": rl_steps,
-                   "charts/residual_magnitude": (scale * r_mean).abs().mean().item(),
-                   "losses/residual_penalty": residual_penalty(r_mean, args.residual_l1, args.residual_l2).item()}
+            scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
+                       "charts/action_std": scale * residual.log_std.exp().mean().item(), "charts/rl_steps": rl_steps,
+                       "charts/residual_magnitude": (scale * r_mean).abs().mean().item(),
+                       "losses/residual_penalty": residual_penalty(r_mean, args.residual_l1, args.residual_l2).item()}
         if pg_losses:
             scalars.update({"losses/policy": torch.stack(pg_losses).mean().item(),
                             "losses/approx_kl": torch.stack(kls).mean().item()})
-        if args.il_mode == "interleave":
+        if interleave:
             scalars["charts/m"] = m_t
-        if il_losses:
-            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses))})
-        if rhos:
-            scalars.update({"charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
+        if rhos:  # one entry per IL step
+            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses)),
+                            "charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
         log.log(global_step, **scalars)
     pbar.close()
 
