@@ -5,33 +5,27 @@ arXiv 2502.05450; official code cccedric/conrft (JAX, built on cccedric/cpql), r
 Here the VLA backbone is replaced by a state MLP (the method is the same on its action head).
 
 Equations -> code
-    Consistency policy (Sec. IV-A): pi_psi(a|s) = f_psi(a^k, k | s), a^k ~ N(0, k^2 I); Karras noise levels
-        k_m = (k_max^{1/rho} + (m-1)/(M-1) (k_min^{1/rho} - k_max^{1/rho}))^rho, k_min = 0.002, k_max = 80, rho 7,
-        M = 40; f = c_skip(k) a^k + c_out(k) F_psi(c_in(k) a^k, emb(k), s) with c_skip = sd^2 / ((k - k_min)^2 + sd^2),
-        c_out = (k - k_min) sd / sqrt(k^2 + sd^2), c_in = 1 / sqrt(k^2 + sd^2), sd = 0.5, so f is the identity at
-        k_min; F_psi is Dense-LayerNorm-tanh x 2 (256), emb a sinusoidal embedding of 250 log k.
+    Consistency policy (Sec. IV-A): pi_psi(a|s) = f_psi(a^k, k | s), a^k ~ N(0, k^2 I), on the Karras noise levels
+        k_m = (k_max^{1/rho} + (m-1)/(M-1) (k_min^{1/rho} - k_max^{1/rho}))^rho; f = c_skip(k) a^k + c_out(k)
+        F_psi(c_in(k) a^k, emb(k), s), c_skip = sd^2 / ((k - k_min)^2 + sd^2), c_out = (k - k_min) sd / sqrt(k^2 +
+        sd^2), c_in = 1 / sqrt(k^2 + sd^2) (f is the identity at k_min), emb: sinusoidal features of 250 log k
                                                                       -> karras_sigmas(), ConsistencyPolicy, mlp()
-    Consistency (BC) term: L_c = E[ w(k_m) d(f_psi(a + k_m z, k_m | s), a) ], d = squared error, Karras weight
-        w(k) = 1/k^2 + 1/sd^2                                           -> consistency_loss()
-    TD loss: E[(Q_i - B^pi Qbar)^2] (no 1/2, as critic_loss_fn), B^pi Qbar = r + gamma mask min_i Qbar_i(s', a' ~ pi)
-                                                                        -> td_loss()
-    Stage I critic, Cal-QL (Eq. 3): L_Q = alpha ( E_{s~D, a~pi}[ max(Q(s,a), V^mu(s)) ] - E_{(s,a)~D}[Q(s,a)] )
-        + TD; the first term as CQL's logsumexp over random, current-policy and next-policy actions, each Q
-        lower-bounded by the Monte-Carlo return of the data (V^mu)     -> calibrate(), calql_loss()
-    Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c            -> policy_loss()
-        Stage I: eta = 0, beta = 1 (the official pre-training script); Stage II: eta = 1, beta = 0.1, constant.
-    Stage II (Sec. IV-B): batches half demo, half online; the critic trained with the plain TD loss (no Cal-QL
-        term); the task reward +10 at success and -0.05 on every other step, on demos and online data alike
-        (task_reward()); optional interventions (a MetaWorld scripted policy or a shipped expert takes over at random,
-        as rlif.py's random model; their transitions go to both buffers, HIL-SERL style). cta_ratio = 2: one
-        critic-only update, then a critic + actor update, per step in both stages.
-Baselines on the same code (--algo):
-    bc-only: no critic, no online stage: consistency BC alone (Stage I with eta = 0).
-    sac: plain SAC fine-tuning from the same start: a tanh-Gaussian actor (same LayerNorm MLP) goes through the same
-        Stage I (Cal-QL critic, L = -eta Q + beta ||tanh(mean(s)) - a_demo||^2, gaussian_policy_loss(); a likelihood
-        BC term imitated worse on pick-place, 9 vs 30 of 30, see benchmarks/conrft/bc_reference.py), then Stage II is
-        SAC as HIL-SERL runs it (no BC term, no CQL term, TD target without entropy backup, automatic temperature from
-        0.01, same 50/50 buffers, rewards and interventions).  -> GaussianActor, td_loss(), sac_actor_losses()
+    Consistency term: L_c = E[w(k_m) (f_psi(a + k_m z, k_m | s) - a)^2], w(k) = 1/k^2 + 1/sd^2 -> consistency_loss()
+    TD loss: E[(Q_i - y)^2] (no 1/2, as critic_loss_fn), y = r + gamma mask min_i Qbar_i(s', a' ~ pi) -> td_loss()
+    Stage I critic, Cal-QL (Eq. 3): L_Q = alpha (E_{s~D, a~pi}[max(Q(s,a), V^mu(s))] - E_{(s,a)~D}[Q(s,a)]) + TD;
+        the first term as CQL's logsumexp over random, current-policy and next-policy actions, each Q lower-bounded
+        by the Monte-Carlo return of the data (V^mu)                   -> calibrate(), calql_loss()
+    Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c          -> policy_loss()
+    Stage II (Sec. IV-B): the plain TD critic on half demo, half online batches; task_reward() on demos and online
+        data alike; optional interventions (a MetaWorld scripted policy or a shipped expert takes over at random, as
+        rlif.py's random model; their steps go to both buffers, HIL-SERL style)          -> store_episode()
+    Both stages, per step: cta_ratio - 1 critic-only updates, then a critic + actor update   -> update() in main()
+Baselines (--algo): bc-only: consistency BC alone (Stage I with eta = 0; no critic, no online stage). sac: a
+    tanh-Gaussian actor (same LayerNorm trunk) through the same Stage I (Cal-QL critic, L = -eta Q + beta
+    ||tanh(mean(s)) - a_demo||^2; a likelihood BC term imitated worse on pick-place, 9 vs 30 of 30, see
+    benchmarks/conrft/bc_reference.py), then HIL-SERL's SAC in Stage II (no BC or CQL term, no entropy backup,
+    temperature auto-tuned from 0.01; same buffers, rewards and interventions)
+                                            -> GaussianActor, gaussian_policy_loss(), td_loss(), sac_actor_losses()
 
 Run:
     python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
@@ -44,8 +38,8 @@ serl_launcher/serl_launcher/agents/continuous/conrft_single_octo_cp.py, train = 
 task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py under serl_launcher/.../networks/)
 | design choice | official value (source) | this file | why different |
 |---|---|---|---|
-| observation encoder | Octo VLA + ResNet on images (train, agent) | the state vector | no VLA here; the method
-  acts on the head |
+| observation encoder | Octo VLA + ResNet on images (train, agent) | the state vector | no VLA here; the method acts
+  on the head |
 | policy MLP | [256, 256], Dense-LayerNorm-tanh, activate_final (launcher, mlp.py::MLP) | same (mlp()) | - |
 | time input | sinusoidal embedding (16) of 1000 * 0.25 * log(k) -> Dense 32 -> tanh -> Dense 16 (mlp.py::timeMLP,
   actor_critic_nets.py::base_network) | same (TimeEmbedding) | - |
@@ -53,29 +47,28 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
   actor_critic_nets.py) | same | - |
 | consistency loss | reconstruction error at a random level of [0, M-2], Karras weight, no target network
   (agent::policy_loss_fn) | same | - |
-| Stage I weights | q_weight 0, bc_weight 1 (task1/run_learner_conrft_pretrain.sh) | eta 0, beta 1 | - |
-| Stage II weights | q_weight 1.0, bc_weight 0.1, constant (task1/run_learner_conrft.sh) | eta 1, beta 0.1 | - |
-| beta fading | bc_weight_rate 5e-5 / bc_weight_min 0.05 declared, never used (agent::create) | off; --beta-fade
-  turns it on | an option, not official |
+| Stage I / II weights | q_weight 0, bc_weight 1 (task1/run_learner_conrft_pretrain.sh) / q_weight 1.0, bc_weight
+  0.1, constant (task1/run_learner_conrft.sh) | eta 0, beta 1 / eta 1, beta 0.1 | - |
+| beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 declared, never used (agent::create) | off; --beta-fade turns it
+  on | an option, not official |
 | Stage I critic | Cal-QL: alpha 0.1, 10 actions per kind (uniform, current, next), MC lower bound
   (agent::update_calql) | same | - |
-| Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an
-  option, not official |
+| Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option,
+  not official |
 | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent) | same | LayerNorm
   without learned scale and shift |
 | critic updates per actor update | cta_ratio 2, both stages (examples/experiments/config.py, train) | 2 | - |
 | task reward | +10 at success, reward_neg -0.05 on every other step, demos included (task1/config.py,
-  examples/record_demos_octo.py) | same on MetaWorld (--success-reward, --step-penalty); a MuJoCo env keeps its
-  own reward | success from MetaWorld's flag, not a learned classifier |
+  examples/record_demos_octo.py) | same on MetaWorld (--success-reward, --step-penalty); a MuJoCo env keeps its own
+  reward | success from MetaWorld's flag, not a learned classifier |
 | discount | 0.98 (task1/config.py); online MC returns with FLAGS.gamma 0.95 (train) | 0.98 for TD and all MC
   returns | one discount throughout |
-| batch | 256; Stage II half demo, half online (examples/experiments/config.py, train) | same (the CPU benchmark:
-  128) | CPU time |
-| updates per env step | asynchronous actor and learner processes (train) | 1 (each with cta_ratio critic
-  steps) | one process |
+| batch; offline steps | 256, Stage II half demo, half online (examples/experiments/config.py, train); 20,000 (task1
+  scripts) | same (the CPU benchmark: batch 128, fewer steps) | CPU time |
+| updates per env step | asynchronous actor and learner processes (train) | 1 (with cta_ratio critic steps) | one
+  process |
 | evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise);
   the SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
-| offline steps | 20,000 (task1 scripts) | 20,000 (the CPU benchmark: fewer) | CPU time |
 | interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random | simulation |
 | weight init | xavier_uniform (common/common.py::default_init) | PyTorch defaults | minor |
 """
@@ -122,8 +115,7 @@ class Args:
     online_steps: int = 50_000
     """Stage II env steps (per step: cta_ratio critic updates, one of them with the actor update)"""
     algo: Literal["conrft", "bc-only", "sac"] = "conrft"
-    """conrft; bc-only: consistency BC alone (no critic, no online stage); sac: a tanh-Gaussian actor
-    through the same Stage I (BC term = squared error of its mean action), then plain SAC in Stage II"""
+    """conrft; bc-only: consistency BC alone (no critic, no Stage II); sac: the tanh-Gaussian SAC baseline (above)"""
     init_temperature: float = 0.01
     """--algo sac, Stage II: initial SAC temperature (HIL-SERL's 0.01; auto-tuned to entropy -|A|/2)"""
     num_scales: int = 40
@@ -147,14 +139,13 @@ class Args:
     beta: float = 0.1
     """Stage II: weight of the consistency loss, constant (official: bc_weight 0.1)"""
     beta_fade: bool = False
-    """NOT in the official code (its fade parameters are never used): Stage II beta starts at beta_offline and
-    falls by beta_decay per update to beta_min, as the paper's text describes"""
+    """NOT official: Stage II beta falls from beta_offline by beta_decay per update to beta_min (the paper's text)"""
     beta_min: float = 0.05
     """--beta-fade: beta fades to this"""
     beta_decay: float = 5e-5
     """--beta-fade: beta decreases by this per update"""
     online_cql: bool = False
-    """NOT in the official code (its Stage II critic uses the plain TD loss): keep the Cal-QL term in Stage II"""
+    """NOT official (its Stage II critic uses the plain TD loss): keep the Cal-QL term in Stage II"""
     cta_ratio: int = 2
     """critic updates per actor update (cta_ratio - 1 critic-only updates, then one critic + actor update)"""
     cql_alpha: float = 0.1
@@ -176,22 +167,19 @@ class Args:
     success_reward: float = 10.0
     """MetaWorld task reward at the success step (demos and online data)"""
     step_penalty: float = 0.05
-    """MetaWorld task reward on every other step is -step_penalty (demos and online data; pushes for fast
-    completion); a gymnasium MuJoCo env keeps its own reward"""
+    """MetaWorld task reward on every other step: -step_penalty (demos and online data; pushes for fast completion)"""
     intervene_prob: float = 0.0
     """Stage II: probability per learner step that the expert takes over (0: no interventions)"""
     takeover_steps: int = 10
     """steps the expert acts once it takes over"""
     compile: bool = False
-    """torch.compile the critic and actor updates; compiling takes tens of seconds on a CPU, so it pays only for
-    runs of many thousands of updates"""
+    """torch.compile the critic and actor updates (tens of seconds to compile on a CPU: for long runs only)"""
     eval_every: int = 5000
     """steps (Stage I: gradient steps; Stage II: env steps) between evaluations"""
     eval_episodes: int = 10
     """evaluation episodes"""
     eval_noise: bool = True
-    """evaluate the consistency policy from a random z ~ N(0, I), as the official code does (--no-eval-noise: from
-    z = 0); the SAC baseline's Gaussian is evaluated at its mean either way"""
+    """evaluate from a random z ~ N(0, I) as the official code (--no-eval-noise: z = 0); SAC: at its mean always"""
 
 
 # ---- shared: make_env ----
@@ -403,7 +391,7 @@ class Logger:
 
 
 def first_episodes(demos, n, only_success):
-    """The first n episodes (the first n successful ones when `only_success`), with Monte-Carlo returns added."""
+    """The first n episodes (the first n successful ones when `only_success`) and how many were found."""
     ends = np.where(np.logical_or(demos["terminations"], demos["truncations"]))[0]
     keep, start = [], 0
     for e in ends:
@@ -414,8 +402,7 @@ def first_episodes(demos, n, only_success):
             break
     if not keep:
         raise SystemExit("The demo file holds no " + ("successful " if only_success else "")
-                         + "episode: pass --demo-path "
-                         "with demonstrations for this task.")
+                         + "episode: pass --demo-path with demonstrations for this task.")
     idx = np.concatenate(keep)
     return {k: v[idx] for k, v in demos.items()}, len(keep)
 
@@ -447,6 +434,19 @@ def demo_rows(demos, sparse, args):
             "mc_returns": mc_returns(rewards, ends, args.gamma)}
 
 
+def store_episode(episode, online_buf, demo_buf, gamma):
+    """An ended episode, a list of (obs, action, reward, next_obs, mask, by_expert), into the online buffer with
+    its Monte-Carlo returns; its expert steps (interventions) also into the demo buffer."""
+    keys = ("observations", "actions", "rewards", "next_observations", "masks")
+    rows = {k: np.array([e[i] for e in episode], np.float32) for i, k in enumerate(keys)}
+    ends = (np.arange(len(episode)) == len(episode) - 1).astype(np.float32)  # the episode ends at its last step
+    rows["mc_returns"] = mc_returns(rows["rewards"], ends, gamma)
+    online_buf.add_many(rows)
+    by_expert = np.array([e[5] for e in episode])
+    if by_expert.any():
+        demo_buf.add_many({k: v[by_expert] for k, v in rows.items()})
+
+
 class Buffer:
     def __init__(self, obs_dim, act_dim, capacity):
         shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (), "next_observations": (obs_dim,),
@@ -466,9 +466,7 @@ class Buffer:
         return {k: torch.as_tensor(v[idx]) for k, v in self.d.items()}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Networks
-# ----------------------------------------------------------------------------------------------------------
+# ---- Networks ----
 def karras_sigmas(num_scales, sigma_min, sigma_max, rho):
     """The M noise levels from sigma_max down to sigma_min (Karras et al. 2022)."""
     ramp = torch.linspace(0, 1, num_scales)
@@ -476,8 +474,7 @@ def karras_sigmas(num_scales, sigma_min, sigma_max, rho):
 
 
 def mlp(inp, hidden, layers=2):
-    """The official policy trunk: (Dense -> LayerNorm -> tanh) x layers, activate_final (mlp.py::MLP with
-    use_layer_norm=True, activations tanh)."""
+    """The official policy trunk (mlp.py::MLP, use_layer_norm, tanh): (Dense -> LayerNorm -> tanh) x layers."""
     mods = []
     for i in range(layers):
         mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.Tanh()]
@@ -494,8 +491,7 @@ class TimeEmbedding(nn.Module):
         self.register_buffer("freqs", freqs)
         self.net = nn.Sequential(nn.Linear(t_dim, 2 * t_dim), nn.Tanh(), nn.Linear(2 * t_dim, t_dim))
 
-    def forward(self, t):
-        """t (B, 1) -> (B, t_dim)."""
+    def forward(self, t):  # (B, 1) -> (B, t_dim)
         e = t * self.freqs
         return self.net(torch.cat([e.sin(), e.cos()], -1))
 
@@ -522,8 +518,7 @@ class ConsistencyPolicy(nn.Module):
         return (c_skip * x + c_out * h).clamp(-1, 1)
 
     def sample(self, obs, sigmas, steps=1, noise=True):
-        """Consistency sampling: a = f(k_max z, k_max | s), then steps - 1 re-noise/denoise rounds. noise=False
-        starts from z = 0 (the evaluation action)."""
+        """a = f(k_max z, k_max | s), then steps - 1 re-noise/denoise rounds (noise=False: z = 0)."""
         b = obs.shape[0]
         z = torch.randn(b, self.act_dim) if noise else torch.zeros(b, self.act_dim)
         a = self(obs, self.sigma_max * z, torch.full((b, 1), self.sigma_max))
@@ -535,8 +530,7 @@ class ConsistencyPolicy(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """--algo sac: tanh-Gaussian actor (the same LayerNorm trunk, state-dependent log-std in [-20, 2]) with
-    ConsistencyPolicy's sample() interface, so Cal-QL and the rollout code take either policy."""
+    """--algo sac: tanh-Gaussian actor (same trunk, log-std in [-20, 2]) with ConsistencyPolicy's sample() interface."""
 
     def __init__(self, obs_dim, act_dim, hidden):
         super().__init__()
@@ -599,12 +593,9 @@ class CriticEnsemble(nn.Module):
         return self.l3(x)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Losses (pure functions; tests call them)
-# ----------------------------------------------------------------------------------------------------------
+# ---- Losses (pure functions; tests call them) ----
 def consistency_loss(policy, obs, act, sigmas, sigma_data):
-    """L_c = E_m,z[ w(k_m) mean_dims (f(a + k_m z, k_m | s) - a)^2 ], k_m from the first M - 1 levels,
-    w(k) = 1/k^2 + 1/sd^2 (Karras weighting)."""
+    """L_c = E_m,z[w(k_m) mean_dims (f(a + k_m z, k_m | s) - a)^2], k_m of the first M - 1 levels, Karras w(k)."""
     idx = torch.randint(0, len(sigmas) - 1, (obs.shape[0],))
     k = sigmas[idx].unsqueeze(-1)
     recon = policy(obs, act + k * torch.randn_like(act), k)
@@ -653,8 +644,7 @@ def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
 
 
 def gaussian_policy_loss(actor, critic, obs, act, beta, eta):
-    """--algo sac, Stage I: L = -eta E[Q(s, a~pi)] + beta E||tanh(mean(s)) - a||^2 (a likelihood BC term
-    imitates worse here, see benchmarks/conrft/bc_reference.py); returns (loss, BC term, E[Q])."""
+    """--algo sac, Stage I: L = -eta E[Q(s, a~pi)] + beta E||tanh(mean(s)) - a||^2; returns (loss, BC term, E[Q])."""
     l_bc = ((actor.sample(obs, noise=False) - act) ** 2).mean(-1).mean()
     if eta == 0:
         return beta * l_bc, l_bc, torch.zeros(())
@@ -681,8 +671,8 @@ def main():
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    sparse = args.env_id.startswith("metaworld/")
-    task = args.env_id.split("/", 1)[-1]
+    sparse, task = args.env_id.startswith("metaworld/"), args.env_id.split("/", 1)[-1]
+    sac, bc_only = args.algo == "sac", args.algo == "bc-only"  # the baselines (see the module docstring)
 
     env = make_env(args.env_id, args.seed)()
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -698,7 +688,6 @@ def main():
     log = Logger(run_name, args)
 
     sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
-    sac, bc_only = args.algo == "sac", args.algo == "bc-only"  # the baselines (see the module docstring)
     if sac:
         policy = GaussianActor(obs_dim, act_dim, args.hidden)
     else:
@@ -706,59 +695,50 @@ def main():
     critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
     target_critic.load_state_dict(critic.state_dict())
+    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
     actor_opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr)
     log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, requires_grad=True)
     temp_opt = torch.optim.Adam([log_alpha], lr=args.lr)
 
-    def eval_fn(o):
-        with torch.no_grad():
-            o = torch.as_tensor(o, dtype=torch.float32)[None]
-            return policy.sample(o, sigmas, args.num_sample_steps, noise=args.eval_noise and not sac)[0].numpy()
+    def gradient_step(opt, loss):
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
     def critic_update(b, cql):
         """One critic step: Cal-QL (Stage I, or --online-cql) or the plain TD loss (Stage II), then Polyak."""
         if cql:
             c_loss, td, reg = calql_loss(critic, target_critic, policy, b, sigmas, args)
-            stats = {"losses/critic": c_loss.detach(), "losses/td": td.detach(), "losses/cql_diff": reg.detach()}
         else:
-            c_loss = td_loss(critic, target_critic, policy, b, args.gamma, sigmas, args.num_sample_steps)
-            stats = {"losses/critic": c_loss.detach(), "losses/td": c_loss.detach()}  # no Cal-QL term
-        critic_opt.zero_grad()
-        c_loss.backward()
-        critic_opt.step()
+            c_loss = td = td_loss(critic, target_critic, policy, b, args.gamma, sigmas, args.num_sample_steps)
+        gradient_step(critic_opt, c_loss)
         with torch.no_grad():
             torch._foreach_lerp_(target_params, critic_params, args.tau)  # Polyak of every parameter, one op
-        return stats  # tensors: read on the host only when logged
+        stats = {"losses/critic": c_loss.detach(), "losses/td": td.detach()}  # tensors: read only when logged
+        return stats | ({"losses/cql_diff": reg.detach()} if cql else {})  # no Cal-QL term in plain TD
 
     def actor_update(b, eta, beta, sac_online):
-        """One actor step: L_pi of Eq. 4 (Gaussian BC form for --algo sac in Stage I), or SAC's actor and
-        temperature losses (--algo sac in Stage II)."""
+        """One actor step: L_pi of Eq. 4 (--algo sac: its Gaussian form in Stage I, SAC's actor + temperature after)."""
         if sac_online:
             a_loss, t_loss = sac_actor_losses(policy, critic, log_alpha, b["observations"], -act_dim / 2)
-            for loss, opt in ((a_loss, actor_opt), (t_loss, temp_opt)):
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            gradient_step(actor_opt, a_loss)
+            gradient_step(temp_opt, t_loss)
             return {"losses/policy": a_loss.detach(), "losses/temperature": t_loss.detach(),
                     "charts/alpha": log_alpha.exp().detach()}
         if sac:
             p_loss, l_bc, q = gaussian_policy_loss(policy, critic, b["observations"], b["actions"], beta, eta)
         else:
             p_loss, l_bc, q = policy_loss(policy, critic, b["observations"], b["actions"], sigmas, args, beta, eta)
-        actor_opt.zero_grad()
-        p_loss.backward()
-        actor_opt.step()
+        gradient_step(actor_opt, p_loss)
         return {"losses/policy": p_loss.detach(), "losses/bc": l_bc.detach(), "charts/q_policy": q.detach()}
 
-    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
     if args.compile:  # the same two functions, compiled on first use (one graph per stage's flags)
         critic_update, actor_update = torch.compile(critic_update), torch.compile(actor_update)
 
     def update(sample, online, beta):
         """One learner step as the official one: cta_ratio - 1 critic-only updates, then a critic + actor update,
-        each on a fresh batch from `sample()`. Stage I: Cal-QL, eta_offline / beta_offline; Stage II: plain TD
-        (Cal-QL with --online-cql), eta / beta."""
+        each on a fresh batch from `sample()`; Stage I: Cal-QL, eta_offline; Stage II: plain TD (or Cal-QL), eta."""
         stats = {}
         for _ in range(1 if bc_only else args.cta_ratio):
             b = sample()
@@ -766,6 +746,18 @@ def main():
                 stats = critic_update(b, cql=not online or args.online_cql)
         eta = args.eta if online else (0.0 if bc_only else args.eta_offline)
         return stats | actor_update(b, eta, beta, sac_online=sac and online)
+
+    def mixed_batch():  # Stage II: half demo (and intervention) data, half online data
+        half = args.batch_size // 2
+        d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
+        return {k: torch.cat([d[k], o[k]]) for k in d}
+
+    def act(obs, noise=True):  # the policy's action for one observation
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)[None]
+            return policy.sample(o, sigmas, args.num_sample_steps, noise=noise)[0].numpy()
+
+    eval_fn = lambda o: act(o, noise=args.eval_noise and not sac)
 
     # ---- Stage I: offline (Cal-QL critic + consistency policy on the demos) ----
     for step in log.steps(tqdm(range(args.offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
@@ -780,18 +772,19 @@ def main():
     print(f"after Stage I: eval/return {ret:.1f}, eval/success {succ:.2f}")
 
     # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----
-    expert = None
-    if args.intervene_prob > 0:
-        if sparse:
-            import metaworld.policies as P
+    expert = None  # the intervening expert: MetaWorld's scripted policy for the task, or a shipped expert policy
+    if args.intervene_prob > 0 and sparse:
+        import metaworld.policies as P
 
-            name = "Sawyer" + "".join(w.capitalize() for w in task[:-3].split("-")) + "V3Policy"
-            scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
-            expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)  # noqa: E731
-        else:
-            expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
+        name = "Sawyer" + "".join(w.capitalize() for w in task[:-3].split("-")) + "V3Policy"
+        scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
+        expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
+    elif args.intervene_prob > 0:
+        expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
     beta = args.beta_offline if args.beta_fade else args.beta  # Stage II BC weight (constant unless --beta-fade)
-    episode, takeover_left, window = [], 0, []
+    episode = []  # this episode's (obs, action, reward, next_obs, mask, by_expert), stored when it ends
+    takeover_left = 0  # expert steps left in the current takeover
+    expert_steps = 0  # steps the expert acted since the intervention rate was last logged
     obs, _ = env.reset(seed=args.seed)
     online_steps = 0 if bc_only else args.online_steps
     pbar = tqdm(range(online_steps), desc="stage II (online)")
@@ -799,46 +792,28 @@ def main():
         if takeover_left == 0 and expert is not None and rng.random() < args.intervene_prob:
             takeover_left = args.takeover_steps
         by_expert = takeover_left > 0
-        if by_expert:
-            action, takeover_left = expert(obs), takeover_left - 1
-        else:
-            with torch.no_grad():
-                o = torch.as_tensor(obs, dtype=torch.float32)[None]
-                action = policy.sample(o, sigmas, args.num_sample_steps)[0].numpy()
+        action = expert(obs) if by_expert else act(obs)
+        takeover_left -= by_expert
         next_obs, reward, term, trunc, info = env.step(action)
         r = float(task_reward(info.get("success", 0.0), reward, sparse, args.success_reward, args.step_penalty))
         episode.append((obs, action, r, next_obs, 1.0 - float(term), by_expert))
-        window.append(float(by_expert))
+        expert_steps += by_expert
         obs = next_obs
-        if term or trunc:  # store the episode with its Monte-Carlo returns; expert steps also go to the demos
-            rows = {k: np.array([e[i] for e in episode], np.float32) for i, k in
-                    enumerate(("observations", "actions", "rewards", "next_observations", "masks"))}
-            ends = np.zeros(len(episode), np.float32)
-            ends[-1] = 1.0
-            rows["mc_returns"] = mc_returns(rows["rewards"], ends, args.gamma)
-            online_buf.add_many(rows)
-            was_expert = np.array([e[5] for e in episode])
-            if was_expert.any():
-                demo_buf.add_many({k: v[was_expert] for k, v in rows.items()})
+        if term or trunc:
+            store_episode(episode, online_buf, demo_buf, args.gamma)
             log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"]),
                                     "charts/success": float(info.get("success", np.nan))})
             episode, takeover_left = [], 0
             obs, _ = env.reset()
         if online_buf.size > 0:
-            half = args.batch_size // 2
-
-            def sample():  # half demo (and intervention) data, half online data
-                d, o = demo_buf.sample(half, rng), online_buf.sample(args.batch_size - half, rng)
-                return {k: torch.cat([d[k], o[k]]) for k in d}
-
-            stats = update(sample, online=True, beta=beta)
+            stats = update(mixed_batch, online=True, beta=beta)
             if args.beta_fade:
                 beta = max(args.beta_min, beta - args.beta_decay)
             if global_step % 1000 == 0 or global_step + 1 == online_steps:
                 log.log(global_step, **{k: v.item() for k, v in stats.items()}, **{"charts/beta": beta})
         if (global_step + 1) % 1000 == 0:
-            log.log(global_step + 1, **{"charts/intervention_rate": float(np.mean(window))})
-            window = []
+            log.log(global_step + 1, **{"charts/intervention_rate": expert_steps / 1000})
+            expert_steps = 0
         if (global_step + 1) % args.eval_every == 0:
             ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
             log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
