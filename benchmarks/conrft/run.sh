@@ -10,7 +10,7 @@
 # per learner step, 10-step takeovers). Cost measured here on one core: Stage I about 7.5 steps/s alone (about 4.6
 # with 3 jobs on 2 cores), Stage II about 25-35 env steps/s with 3-4 jobs on 2 cores: the defaults take about 1 h per
 # conrft / sac run. Run so far (README): TASKS=pick-place-v3 ALGOS="conrft sac" OFFLINE=4000 ONLINE=20000, seeds 1-3,
-# and two eta/beta ablations of seed 2 in ablation_eta/ (their commands are in ablation_eta/README.md).
+# and three eta/beta ablations of seed 2 in ablation_eta/ (their commands are in ablation_eta/README.md).
 # Run from anywhere: bash benchmarks/conrft/run.sh (18 runs, JOBS at a time); then python benchmarks/conrft/summarize.py
 #   TASKS="pick-place-v3 peg-insert-side-v3" SEEDS="1 2 3" ALGOS="conrft sac bc-only" OFFLINE=20000 BATCH=256 ONLINE=30000 JOBS=2 bash run.sh
 set -euo pipefail
