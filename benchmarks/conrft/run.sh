@@ -8,7 +8,7 @@
 # 20,000 x 256 it reached 100% (benchmarks/conrft/bc_trunk_ablation.csv); Stage II ONLINE (default 30,000) env steps;
 # 4 sampled actions per kind in the Cal-QL term (official: 10); random interventions by the scripted policy (p 0.02
 # per learner step, 10-step takeovers). Cost measured here on one core: Stage I about 7.5 steps/s alone (about 4.6
-# with 3 jobs on 2 cores), Stage II about 25-35 env steps/s with 3-4 jobs on 2 cores: the defaults take about 1 h per
+# with 3 jobs on 2 cores), Stage II about 23-40 env steps/s with 2-4 jobs on 2 cores: the defaults take about 1 h per
 # conrft / sac run. Run so far (README): TASKS=pick-place-v3 ALGOS="conrft sac" OFFLINE=4000 ONLINE=20000, seeds 1-3,
 # and three eta/beta ablations of seed 2 in ablation_eta/ (their commands are in ablation_eta/README.md).
 # Run from anywhere: bash benchmarks/conrft/run.sh (18 runs, JOBS at a time); then python benchmarks/conrft/summarize.py
