@@ -18,7 +18,8 @@ Equations -> code
     Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c          -> policy_loss()
     Stage II (Sec. IV-B): the plain TD critic on half demo, half online batches; task_reward() on demos and online
         data alike; optional interventions (a MetaWorld scripted policy or a shipped expert takes over at random, as
-        rlif.py's random model; their steps go to both buffers, HIL-SERL style)          -> store_episode()
+        rlif.py's random model, or corrects each episode that reaches --takeover-after steps to its end; their steps
+        go to both buffers, HIL-SERL style)                                             -> store_episode()
     Both stages, per step: cta_ratio - 1 critic-only updates, then a critic + actor update   -> update() in main()
 Baselines (--algo): bc-only: consistency BC alone (Stage I with eta = 0; no critic, no online stage). sac: a
     tanh-Gaussian actor (same LayerNorm trunk) through the same Stage I (Cal-QL critic, L = -eta Q + beta
@@ -69,7 +70,8 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
   process |
 | evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise);
   the SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
-| interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random | simulation |
+| interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random, or to the
+  end of each episode that reaches --takeover-after steps | simulation |
 | weight init | xavier_uniform (common/common.py::default_init) | PyTorch defaults | minor |
 """
 
@@ -172,6 +174,9 @@ class Args:
     """Stage II: probability per learner step that the expert takes over (0: no interventions)"""
     takeover_steps: int = 10
     """steps the expert acts once it takes over"""
+    takeover_after: int = 0
+    """NOT official: Stage II, the expert also takes over to the end of any episode that has run this many steps (0:
+    off), a scripted stand-in for a human correcting a failing attempt so that it ends in success"""
     compile: bool = False
     """torch.compile the critic and actor updates (tens of seconds to compile on a CPU: for long runs only)"""
     eval_every: int = 5000
@@ -773,13 +778,13 @@ def main():
 
     # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----
     expert = None  # the intervening expert: MetaWorld's scripted policy for the task, or a shipped expert policy
-    if args.intervene_prob > 0 and sparse:
+    if (args.intervene_prob > 0 or args.takeover_after > 0) and sparse:
         import metaworld.policies as P
 
         name = "Sawyer" + "".join(w.capitalize() for w in task[:-3].split("-")) + "V3Policy"
         scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
         expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
-    elif args.intervene_prob > 0:
+    elif args.intervene_prob > 0 or args.takeover_after > 0:
         expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
     beta = args.beta_offline if args.beta_fade else args.beta  # Stage II BC weight (constant unless --beta-fade)
     episode = []  # this episode's (obs, action, reward, next_obs, mask, by_expert), stored when it ends
@@ -789,8 +794,11 @@ def main():
     online_steps = 0 if bc_only else args.online_steps
     pbar = tqdm(range(online_steps), desc="stage II (online)")
     for global_step in log.steps(pbar):
-        if takeover_left == 0 and expert is not None and rng.random() < args.intervene_prob:
-            takeover_left = args.takeover_steps
+        if takeover_left == 0 and expert is not None:
+            if rng.random() < args.intervene_prob:
+                takeover_left = args.takeover_steps
+            elif args.takeover_after and len(episode) >= args.takeover_after:
+                takeover_left = sys.maxsize  # a correction: the expert acts until the episode ends
         by_expert = takeover_left > 0
         action = expert(obs) if by_expert else act(obs)
         takeover_left -= by_expert

@@ -175,6 +175,21 @@ def test_cli_offline_online_bc_only_and_sac(in_tmp):
     assert any(r["key"] == "losses/cql_diff" for r in rows) and betas and 0.99 < max(betas) < 1.0
 
 
+def test_takeover_after_corrects_every_long_episode_to_success(in_tmp):
+    """--takeover-after N (no random interventions): the scripted expert takes over at step N of any episode and acts
+    to its end, so every online reach episode succeeds, none before the policy acted its N steps (the untrained
+    policy does not reach on its own)."""
+    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "20",
+           "--online-steps", "300", "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden",
+           "32", "--batch-size", "16", "--takeover-after", "60"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(glob.glob("runs/*__conrft__conrft__*/metrics.csv")[0]) as f:
+        ends = [(int(r["step"]), float(r["value"])) for r in csv.DictReader(f) if r["key"] == "charts/success"]
+    assert len(ends) >= 2 and all(v == 1.0 for _, v in ends), ends
+    assert np.diff([-1] + [s for s, _ in ends]).min() > 60, ends  # the expert alone reaches in about 30-50 steps
+
+
 def test_gaussian_actor_log_prob_and_sac_losses():
     torch.manual_seed(0)
     actor, critic, target = C.GaussianActor(5, 3, 32), C.CriticEnsemble(5, 3, 2, 32), C.CriticEnsemble(5, 3, 2, 32)
