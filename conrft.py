@@ -50,10 +50,12 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
   (agent::policy_loss_fn) | same | - |
 | Stage I / II weights | q_weight 0, bc_weight 1 (task1/run_learner_conrft_pretrain.sh) / q_weight 1.0, bc_weight
   0.1, constant (task1/run_learner_conrft.sh) | eta 0, beta 1 / eta 1, beta 0.1 | - |
-| beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 declared, never used (agent::create) | off; --beta-fade turns it
-  on | an option, not official |
+| beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 stored in the config (agent::create), read nowhere | off;
+  --beta-fade turns it on | an option, not official |
 | Stage I critic | Cal-QL: alpha 0.1, 10 actions per kind (uniform, current, next), MC lower bound
   (agent::update_calql) | same | - |
+| Stage I -> II | a new agent restores the parameters, "ignore the optimizer states"; target kept (train) | fresh
+  Adam for actor and critic; target kept | - |
 | Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option,
   not official |
 | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent) | same | LayerNorm
@@ -62,12 +64,15 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
 | task reward | +10 at success, reward_neg -0.05 on every other step, demos included (task1/config.py,
   examples/record_demos_octo.py) | same on MetaWorld (--success-reward, --step-penalty); a MuJoCo env keeps its own
   reward | success from MetaWorld's flag, not a learned classifier |
+| episode end | 100 steps (task1/config.py); the time limit is a termination, mask 0 (franka_env.py) | MetaWorld's
+  500 steps, truncation bootstraps (mask 1); success terminates in both | the benchmark's evaluation protocol |
 | discount | 0.98 (task1/config.py); online MC returns with FLAGS.gamma 0.95 (train) | 0.98 for TD and all MC
   returns | one discount throughout |
 | batch; offline steps | 256, Stage II half demo, half online (examples/experiments/config.py, train); 20,000 (task1
   scripts) | same (the CPU benchmark: batch 128, fewer steps) | CPU time |
-| updates per env step | asynchronous actor and learner processes (train) | 1 (with cta_ratio critic steps) | one
-  process |
+| updates per env step | asynchronous actor and learner processes, no fixed ratio; the actor pulls parameters every
+  50 learner steps; learning starts at 100 transitions (train, config.py) | 1 (with cta_ratio critic steps), the
+  latest parameters; learning starts after the first episode | one process |
 | evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise);
   the SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
 | interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random, or to the
@@ -116,6 +121,9 @@ class Args:
     """Stage I gradient steps"""
     online_steps: int = 50_000
     """Stage II env steps (per step: cta_ratio critic updates, one of them with the actor update)"""
+    stage_one: str = ""
+    """model.pt of an earlier run of the same --algo (e.g. one with --online-steps 0): Stage II starts from its policy
+    and critics and Stage I is skipped, as the official fine-tuning run restores the pre-training checkpoint"""
     algo: Literal["conrft", "bc-only", "sac"] = "conrft"
     """conrft; bc-only: consistency BC alone (no critic, no Stage II); sac: the tanh-Gaussian SAC baseline (above)"""
     init_temperature: float = 0.01
@@ -764,12 +772,21 @@ def main():
 
     eval_fn = lambda o: act(o, noise=args.eval_noise and not sac)
 
+    if args.stage_one:  # Stage I from a checkpoint: its parameters only (the optimizers start afresh in Stage II)
+        try:
+            ckpt = torch.load(args.stage_one, weights_only=False)
+            for net, key in ((policy, "policy"), (critic, "critic"), (target_critic, "target_critic")):
+                net.load_state_dict(ckpt[key])
+        except (OSError, KeyError, RuntimeError, EOFError) as e:
+            raise SystemExit(f"--stage-one {args.stage_one}: not a model.pt of conrft.py with --algo {args.algo} and "
+                             f"these network sizes ({type(e).__name__}): pass one that is.") from None
     # ---- Stage I: offline (Cal-QL critic + consistency policy on the demos) ----
-    for step in log.steps(tqdm(range(args.offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
+    offline_steps = 0 if args.stage_one else args.offline_steps
+    for step in log.steps(tqdm(range(offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
         stats = update(lambda: demo_buf.sample(args.batch_size, rng), online=False, beta=args.beta_offline)
         if step % 1000 == 0:
             log.log(step, **{k.replace("losses/", "offline/"): v.item() for k, v in stats.items()})
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.offline_steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == offline_steps:
             ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
             log.log(step + 1, **{"offline/eval_return": ret, "offline/eval_success": succ})
     ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
@@ -787,6 +804,9 @@ def main():
     elif args.intervene_prob > 0 or args.takeover_after > 0:
         expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
     beta = args.beta_offline if args.beta_fade else args.beta  # Stage II BC weight (constant unless --beta-fade)
+    # fresh Adam states: the official learner restores only the parameters of Stage I, not its optimizer states
+    actor_opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr)
     episode = []  # this episode's (obs, action, reward, next_obs, mask, by_expert), stored when it ends
     takeover_left = 0  # expert steps left in the current takeover
     expert_steps = 0  # steps the expert acted since the intervention rate was last logged
@@ -829,6 +849,7 @@ def main():
 
     model_path = os.path.join(log.dir, "model.pt")
     torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas,
+                "target_critic": target_critic.state_dict(),
                 "log_alpha": log_alpha.detach() if sac else None,
                 "args": vars(args), "interrupted": log.interrupted, "step": log.step}, model_path)
     log.close()

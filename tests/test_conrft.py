@@ -190,6 +190,59 @@ def test_takeover_after_corrects_every_long_episode_to_success(in_tmp):
     assert np.diff([-1] + [s for s, _ in ends]).min() > 60, ends  # the expert alone reaches in about 30-50 steps
 
 
+def test_stage_two_starts_with_fresh_optimizers(in_tmp, monkeypatch):
+    """The official learner restores only Stage I's parameters: Stage II's Adam states start at step 0, so the policy's
+    optimizer at the end counts the online actor updates alone, not the 300 offline ones before them."""
+    made = []
+
+    class Adam(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            params = list(params)
+            super().__init__(params, **kw)
+            made.append((params, self))
+
+    monkeypatch.setattr(C.torch.optim, "Adam", Adam)
+    monkeypatch.setattr(sys, "argv", ["conrft.py", "--env-id", "metaworld/reach-v3", "--offline-steps", "300",
+                                      "--online-steps", "100", "--eval-every", "1000", "--eval-episodes", "1",
+                                      "--cql-n-actions", "2", "--hidden", "32", "--batch-size", "16",
+                                      "--intervene-prob", "1.0"])
+    threads = torch.get_num_threads()
+    try:
+        assert C.main() == 0
+    finally:
+        torch.set_num_threads(threads)
+    saved = torch.load(glob.glob("runs/*/model.pt")[0], weights_only=False)
+    policy_shapes = [v.shape for k, v in saved["policy"].items() if not k.endswith("freqs")]  # parameters, no buffer
+    policy_opts = [opt for params, opt in made if [p.shape for p in params] == policy_shapes]
+    assert len(policy_opts) == 2  # one per stage
+    steps = int(policy_opts[-1].state[policy_opts[-1].param_groups[0]["params"][0]]["step"])
+    assert 0 < steps < 100, steps  # online updates only (Stage I alone made 300)
+
+
+def test_stage_two_from_a_stage_one_checkpoint(in_tmp):
+    """--stage-one: Stage II starts from the saved Stage I (same evaluation as the run that made it, no offline
+    step); a checkpoint of another --algo ends in one sentence."""
+    base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "30",
+            "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "32", "--batch-size",
+            "16", "--no-eval-noise"]
+    out = subprocess.run(base + ["--online-steps", "0", "--exp-name", "one"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ckpt = glob.glob("runs/*__one__*/model.pt")[0]
+    out = subprocess.run(base + ["--online-steps", "20", "--exp-name", "two", "--stage-one", ckpt], capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    logs = {}
+    for name in ("one", "two"):
+        with open(glob.glob(f"runs/*__{name}__*/metrics.csv")[0]) as f:
+            logs[name] = [(r["step"], r["key"], r["value"]) for r in csv.DictReader(f)]
+    first_eval = {n: [v for s, k, v in rows if k == "eval/return" and s == "0"] for n, rows in logs.items()}
+    assert first_eval["one"] == first_eval["two"] and len(first_eval["one"]) == 1
+    assert not any(k.startswith("offline/") for _, k, _ in logs["two"])
+    out = subprocess.run(base + ["--algo", "sac", "--online-steps", "20", "--stage-one", ckpt], capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode != 0 and "--stage-one" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_gaussian_actor_log_prob_and_sac_losses():
     torch.manual_seed(0)
     actor, critic, target = C.GaussianActor(5, 3, 32), C.CriticEnsemble(5, 3, 2, 32), C.CriticEnsemble(5, 3, 2, 32)
