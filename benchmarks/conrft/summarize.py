@@ -20,7 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from runs_io import read_runs  # noqa: E402
 
-KEYS = ("eval/success", "eval/return", "offline/eval_success", "charts/intervention_rate", "charts/success")
+KEYS = ("eval/success", "eval/return", "offline/eval_success", "charts/intervention_rate", "charts/success",
+        "charts/q_policy")
 ALGOS = ("conrft", "sac", "bc-only")
 
 
@@ -67,7 +68,7 @@ def main():
         steps = sorted({s for k, r in runs.items() if k[0] == env for s in r["eval/success"]})
         out += [f"{env}: eval/success (10 episodes), mean +- std over seeds (percentage points). Step 0 = after "
                 "Stage I; then Stage II env steps (offline steps, batch, Cal-QL actions and interventions as run.sh "
-                "was run). consistency-BC alone has no Stage II.", "",
+                "was run). Consistency BC alone is ConRFT's step 0 (Stage I has eta 0).", "",
                 "| algo | seeds | " + " | ".join("after Stage I" if s == 0 else f"{s / 1000:g}k online" for s in steps)
                 + " | intervention rate (mean over Stage II) |", "|---|---|" + "---|" * len(steps) + "---|"]
         for algo in ALGOS:

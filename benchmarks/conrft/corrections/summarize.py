@@ -1,6 +1,7 @@
-"""Collect the runs of this folder (run.sh) into results.csv, then results.md and plot.png: eval/success by Stage II
-step per variant (mean +- std over seeds), beside the main benchmark's random-takeover rows of ../results.csv; the
-share of online episodes that succeed, the intervention rate, and the mean Q of the policy's actions.
+"""Collect the runs of this folder (../run.sh with CORRECTIONS=1) into results.csv, then results.md and plot.png:
+eval/success by Stage II step per variant (mean +- std over seeds), beside the main benchmark's random-takeover rows
+of ../results.csv; the share of online episodes that succeed, the intervention rate, and the mean Q of the policy's
+actions.
 
     python benchmarks/conrft/corrections/summarize.py             (after run.sh)
     python benchmarks/conrft/corrections/summarize.py --from-csv  (re-make results.md and plot.png from results.csv)
@@ -22,8 +23,7 @@ from runs_io import read_runs  # noqa: E402
 
 KEYS = ("eval/success", "charts/success", "charts/intervention_rate", "charts/q_policy")
 LABELS = {("correct", "conrft"): "ConRFT, corrections at step 100", ("correct", "sac"): "SAC, corrections at step 100",
-          ("online_cql", "conrft"): "ConRFT, random takeovers, Cal-QL kept online",
-          ("conrft", "conrft"): "ConRFT, random takeovers (../run.sh)", ("conrft", "sac"): "SAC, random takeovers (../run.sh)"}
+          ("conrft", "conrft"): "ConRFT, random takeovers", ("conrft", "sac"): "SAC, random takeovers"}
 
 
 def collect():
@@ -53,7 +53,7 @@ def main():
         runs[(variant, algo, seed)][key][step] = value
     groups = [g for g in LABELS if any(k[:2] == g for k in runs)]
     steps = sorted({s for r in runs.values() for s in r["eval/success"]})
-    out = ["metaworld/pick-place-v3, Stage I 4k steps at batch 256, Stage II 20k env steps (run.sh): eval/success (10 "
+    out = ["metaworld/pick-place-v3, Stage I 4k steps at batch 256, Stage II 20k env steps (../run.sh): eval/success (10 "
            "episodes), mean +- std over seeds; step 0 = after Stage I.", "",
            "| variant | seeds | " + " | ".join("after Stage I" if s == 0 else f"{s / 1000:g}k" for s in steps) + " |",
            "|---|---|" + "---|" * len(steps)]

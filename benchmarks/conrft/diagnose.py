@@ -1,0 +1,70 @@
+"""What Stage II did to the policy and critic: for every finished run under runs/ and corrections/runs/ and the
+Stage I checkpoint it started from (args["stage_one"]), on the run's 20 demo episodes' states: the policy's action
+error against the demo actions, the share of action coordinates at the box edge (|a| > 0.99), and that checkpoint's
+critic's mean Q (ensemble mean) of the demo actions, of the policy's actions and of uniform random actions (how much
+the critic tells actions apart). Writes diagnostics.csv; prints a table.
+
+    python benchmarks/conrft/diagnose.py
+"""
+import csv
+import glob
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+import conrft as C  # noqa: E402
+
+
+def nets(path, obs_dim, act_dim):
+    ckpt = torch.load(path, weights_only=False)
+    a = ckpt["args"]
+    if a["algo"] == "sac":
+        policy = C.GaussianActor(obs_dim, act_dim, a["hidden"])
+    else:
+        policy = C.ConsistencyPolicy(obs_dim, act_dim, a["hidden"], a["sigma_min"], a["sigma_max"], a["sigma_data"])
+    policy.load_state_dict(ckpt["policy"])
+    critic = C.CriticEnsemble(obs_dim, act_dim, a["num_qs"], a["hidden"])
+    critic.load_state_dict(ckpt["critic"])
+    return a, policy, critic, ckpt["sigmas"]
+
+
+def main():
+    torch.manual_seed(0)
+    rows = []
+    for path in sorted(glob.glob(os.path.join(HERE, "runs", "*", "model.pt"))
+                       + glob.glob(os.path.join(HERE, "corrections", "runs", "*", "model.pt"))):
+        a = torch.load(path, weights_only=False)["args"]
+        task = a["env_id"].split("/", 1)[1]
+        demos = np.load(os.path.join(os.path.dirname(os.path.dirname(HERE)), "data", f"metaworld-{task}.npz"))
+        ends = np.where(np.logical_or(demos["terminations"], demos["truncations"]))[0]
+        ok = [e for e in ends if demos["terminations"][e] > 0][:a["num_demos"]]
+        starts = [0] + [e + 1 for e in ends[:-1]]
+        idx = np.concatenate([np.arange(s, e + 1) for s, e in zip(starts, ends) if e in ok])
+        obs = torch.as_tensor(demos["observations"][idx], dtype=torch.float32)
+        act = torch.as_tensor(np.clip(demos["actions"][idx], -1, 1), dtype=torch.float32)
+        for stage, p in (("after Stage I", a["stage_one"]), ("after Stage II", path)):
+            _, policy, critic, sigmas = nets(p, obs.shape[1], act.shape[1])
+            with torch.no_grad():
+                pa = policy.sample(obs, sigmas, a["num_sample_steps"], noise=a["algo"] != "sac")
+                rand = torch.rand_like(act) * 2 - 1
+                rows.append({"run": os.path.relpath(os.path.dirname(path), HERE), "task": task, "algo": a["algo"],
+                             "variant": a["exp_name"], "seed": a["seed"], "stage": stage,
+                             "action_mse_to_demo": float(((pa - act) ** 2).mean()),
+                             "at_box_edge": float((pa.abs() > 0.99).float().mean()),
+                             "q_demo_actions": float(critic(obs, act).mean()),
+                             "q_policy_actions": float(critic(obs, pa).mean()),
+                             "q_random_actions": float(critic(obs, rand).mean())})
+    with open(os.path.join(HERE, "diagnostics.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        print(" | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+
+
+if __name__ == "__main__":
+    main()
