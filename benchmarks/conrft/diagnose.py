@@ -2,7 +2,7 @@
 Stage I checkpoint it started from (args["stage_one"]), on the run's 20 demo episodes' states: the policy's action
 error against the demo actions, the share of action coordinates at the box edge (|a| > 0.99), and that checkpoint's
 critic's mean Q (ensemble mean) of the demo actions, of the policy's actions and of uniform random actions (how much
-the critic tells actions apart). Writes diagnostics.csv; prints a table.
+the critic tells actions apart), beside the demos' mean Monte-Carlo return. Writes diagnostics.csv; prints a table.
 
     python benchmarks/conrft/diagnose.py
 """
@@ -46,6 +46,9 @@ def main():
         idx = np.concatenate([np.arange(s, e + 1) for s, e in zip(starts, ends) if e in ok])
         obs = torch.as_tensor(demos["observations"][idx], dtype=torch.float32)
         act = torch.as_tensor(np.clip(demos["actions"][idx], -1, 1), dtype=torch.float32)
+        rew = C.task_reward(demos["terminations"][idx], None, True, a["success_reward"], a["step_penalty"])
+        done = np.logical_or(demos["terminations"][idx], demos["truncations"][idx]).astype(np.float32)
+        mc = float(C.mc_returns(rew, done, a["gamma"]).mean())  # the demos' Monte-Carlo return (V^mu), for scale
         for stage, p in (("after Stage I", a["stage_one"]), ("after Stage II", path)):
             _, policy, critic, sigmas = nets(p, obs.shape[1], act.shape[1])
             with torch.no_grad():
@@ -57,7 +60,7 @@ def main():
                              "at_box_edge": float((pa.abs() > 0.99).float().mean()),
                              "q_demo_actions": float(critic(obs, act).mean()),
                              "q_policy_actions": float(critic(obs, pa).mean()),
-                             "q_random_actions": float(critic(obs, rand).mean())})
+                             "q_random_actions": float(critic(obs, rand).mean()), "demo_mc_return": mc})
     with open(os.path.join(HERE, "diagnostics.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
