@@ -69,7 +69,7 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
 | discount | 0.98 (task1/config.py); online MC returns with FLAGS.gamma 0.95 (train) | 0.98 for TD and all MC
   returns | one discount throughout |
 | batch; offline steps | 256, Stage II half demo, half online (examples/experiments/config.py, train); 20,000 (task1
-  scripts) | same (the CPU benchmark: batch 128, fewer steps) | CPU time |
+  scripts) | same (the CPU benchmark: 4,000 offline steps) | CPU time |
 | updates per env step | asynchronous actor and learner processes, no fixed ratio; the actor pulls parameters every
   50 learner steps; learning starts at 100 transitions (train, config.py) | 1 (with cta_ratio critic steps), the
   latest parameters; learning starts after the first episode | one process |
