@@ -6,7 +6,8 @@
 # Each (task, seed, algo) runs Stage I once (--online-steps 0, into stage_one/runs), then Stage II from that checkpoint
 # (--stage-one, as the official fine-tuning run restores the pre-training one): with random takeovers by the scripted
 # policy (p 0.02 per step, 10 steps; into runs/), and with CORRECTIONS=1 also with corrections (the expert takes over
-# at step 100 of any episode and acts to its end; into corrections/runs). The consistency-BC result is ConRFT's
+# at step 100 of any episode and acts to its end; into corrections/runs); TAKEOVERS=0 skips the random-takeover run
+# (to add corrections to a (task, seed, algo) that has it). The consistency-BC result is ConRFT's
 # "after Stage I" column (Stage I has eta 0).
 # Budget: Stage I OFFLINE steps (default 20,000, the official pre-training length) at batch BATCH (default 256, as
 # official), 4 sampled actions per kind in the Cal-QL term (official: 10); Stage II ONLINE env steps (default 30,000);
@@ -21,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export ONLINE="${ONLINE:-30000}" OFFLINE="${OFFLINE:-20000}" BATCH="${BATCH:-256}" CORRECTIONS="${CORRECTIONS:-0}"
+export TAKEOVERS="${TAKEOVERS:-1}"
 chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   local task=$1 seed=$2 algo=$3 here=$PWD
   local common="--env-id metaworld/$task --algo $algo --seed $seed --batch-size $BATCH --cql-n-actions 4"
@@ -31,7 +33,9 @@ chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   fi
   local ckpt
   ckpt="$here/$(ls $pat | head -1)"
-  python ../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0.02 --stage-one "$ckpt"
+  if [ "$TAKEOVERS" = 1 ]; then
+    python ../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0.02 --stage-one "$ckpt"
+  fi
   if [ "$CORRECTIONS" = 1 ]; then
     (cd corrections && python ../../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0 \
       --takeover-after 100 --exp-name correct --stage-one "$ckpt")
