@@ -18,8 +18,9 @@ Equations -> code
     Policy loss (Eq. 4): L_pi = -eta E[Q(s, a~pi)] + beta L_c          -> policy_loss()
     Stage II (Sec. IV-B): the plain TD critic on half demo, half online batches; task_reward() on demos and online
         data alike; optional interventions (a MetaWorld scripted policy or a shipped expert takes over at random, as
-        rlif.py's random model, or corrects each episode that reaches --takeover-after steps to its end; their steps
-        go to both buffers, HIL-SERL style)                                             -> store_episode()
+        rlif.py's random model, corrects each episode that reaches --takeover-after steps to its end, or steps in
+        when the policy's action strays from its own, --intervene-gap; their steps go to both buffers, HIL-SERL
+        style)                                                                          -> store_episode()
     Both stages, per step: cta_ratio - 1 critic-only updates, then a critic + actor update   -> update() in main()
 Baselines (--algo): bc-only: consistency BC alone (Stage I with eta = 0; no critic, no online stage). sac: a
     tanh-Gaussian actor (same LayerNorm trunk) through the same Stage I (Cal-QL critic, L = -eta Q + beta
@@ -76,7 +77,8 @@ task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py
 | evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise);
   the SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
 | interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random, or to the
-  end of each episode that reaches --takeover-after steps | simulation |
+  end of each episode that reaches --takeover-after steps, or when the policy's action strays from the expert's
+  (--intervene-gap) | simulation |
 | weight init | xavier_uniform (common/common.py::default_init) | PyTorch defaults | minor |
 """
 
@@ -185,6 +187,10 @@ class Args:
     takeover_after: int = 0
     """NOT official: Stage II, the expert also takes over to the end of any episode that has run this many steps (0:
     off), a scripted stand-in for a human correcting a failing attempt so that it ends in success"""
+    intervene_gap: float = 0.0
+    """NOT official: Stage II, the expert also takes over (for --takeover-steps) whenever the L1 distance between the
+    policy's action and its own exceeds this (0: off), HG-DAgger's gate: a stand-in for a human who steps in as soon
+    as the robot goes wrong"""
     compile: bool = False
     """torch.compile the critic and actor updates (tens of seconds to compile on a CPU: for long runs only)"""
     eval_every: int = 5000
@@ -795,13 +801,14 @@ def main():
 
     # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----
     expert = None  # the intervening expert: MetaWorld's scripted policy for the task, or a shipped expert policy
-    if (args.intervene_prob > 0 or args.takeover_after > 0) and sparse:
+    gated = args.intervene_prob > 0 or args.takeover_after > 0 or args.intervene_gap > 0
+    if gated and sparse:
         import metaworld.policies as P
 
         name = "Sawyer" + "".join(w.capitalize() for w in task[:-3].split("-")) + "V3Policy"
         scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
         expert = lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
-    elif args.intervene_prob > 0 or args.takeover_after > 0:
+    elif gated:
         expert = load_policy(os.path.join(data_dir, f"{args.env_id}-expert-policy.npz"))
     beta = args.beta_offline if args.beta_fade else args.beta  # Stage II BC weight (constant unless --beta-fade)
     # fresh Adam states: the official learner restores only the parameters of Stage I, not its optimizer states
@@ -819,8 +826,11 @@ def main():
                 takeover_left = args.takeover_steps
             elif args.takeover_after and len(episode) >= args.takeover_after:
                 takeover_left = sys.maxsize  # a correction: the expert acts until the episode ends
+        action = None if takeover_left else act(obs)
+        if action is not None and args.intervene_gap and np.abs(action - expert(obs)).sum() > args.intervene_gap:
+            takeover_left = args.takeover_steps  # the policy is about to go wrong: the expert steps in now
         by_expert = takeover_left > 0
-        action = expert(obs) if by_expert else act(obs)
+        action = expert(obs) if by_expert else action
         takeover_left -= by_expert
         next_obs, reward, term, trunc, info = env.step(action)
         r = float(task_reward(info.get("success", 0.0), reward, sparse, args.success_reward, args.step_penalty))

@@ -311,3 +311,20 @@ def test_compile_wraps_the_same_updates(in_tmp, monkeypatch):
     assert any(k == "losses/td" for _, k, _ in logs["eager"])  # Stage II updates ran
     assert [x[:2] for x in logs["compiled"]] == [x[:2] for x in logs["eager"]]
     assert np.allclose([x[2] for x in logs["compiled"]], [x[2] for x in logs["eager"]], rtol=1e-4, atol=1e-6)
+
+
+def test_intervene_gap_gates_the_expert_on_the_action_gap(in_tmp):
+    """--intervene-gap G: the expert steps in when the L1 gap between the policy's action and its own exceeds G. With
+    a tiny G it acts at every step, so reach episodes succeed one after another (the untrained policy never reaches
+    on its own); with a huge G it never acts, so no episode succeeds."""
+    ends = {}
+    for gap in ("1e-6", "1e3"):
+        cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps",
+               "20", "--online-steps", "200", "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2",
+               "--hidden", "32", "--batch-size", "16", "--intervene-gap", gap, "--exp-name", f"gap{gap}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stderr[-2000:]
+        with open(glob.glob(f"runs/*__gap{gap}__conrft__*/metrics.csv")[0]) as f:
+            ends[gap] = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "charts/success"]
+    assert len(ends["1e-6"]) >= 3 and all(v == 1.0 for v in ends["1e-6"]), ends
+    assert 1.0 not in ends["1e3"], ends

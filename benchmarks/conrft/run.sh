@@ -7,7 +7,10 @@
 # (--stage-one, as the official fine-tuning run restores the pre-training one): with random takeovers by the scripted
 # policy (p 0.02 per step, 10 steps; into runs/), and with CORRECTIONS=1 also with corrections (the expert takes over
 # at step 100 of any episode and acts to its end; into corrections/runs); TAKEOVERS=0 skips the random-takeover run
-# (to add corrections to a (task, seed, algo) that has it). The consistency-BC result is ConRFT's
+# (to add corrections to a (task, seed, algo) that has it); GAP=1 adds a run where the expert steps in (10 steps) when
+# the L1 gap between the policy's action and its own exceeds 1.5 (--intervene-gap; into corrections/runs, exp-name
+# gap; on pick-place the Stage I policy's gap stays below 1.5 in successful episodes and passes it by step 25 in
+# failing ones). The consistency-BC result is ConRFT's
 # "after Stage I" column (Stage I has eta 0).
 # Budget: Stage I OFFLINE steps (default 20,000, the official pre-training length) at batch BATCH (default 256, as
 # official), 4 sampled actions per kind in the Cal-QL term (official: 10); Stage II ONLINE env steps (default 30,000);
@@ -22,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export ONLINE="${ONLINE:-30000}" OFFLINE="${OFFLINE:-20000}" BATCH="${BATCH:-256}" CORRECTIONS="${CORRECTIONS:-0}"
-export TAKEOVERS="${TAKEOVERS:-1}"
+export TAKEOVERS="${TAKEOVERS:-1}" GAP="${GAP:-0}"
 chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   local task=$1 seed=$2 algo=$3 here=$PWD
   local common="--env-id metaworld/$task --algo $algo --seed $seed --batch-size $BATCH --cql-n-actions 4"
@@ -39,6 +42,10 @@ chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   if [ "$CORRECTIONS" = 1 ]; then
     (cd corrections && python ../../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0 \
       --takeover-after 100 --exp-name correct --stage-one "$ckpt")
+  fi
+  if [ "$GAP" = 1 ]; then
+    (cd corrections && python ../../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0 \
+      --intervene-gap 1.5 --exp-name gap --stage-one "$ckpt")
   fi
 }
 export -f chain

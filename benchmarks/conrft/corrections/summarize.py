@@ -1,4 +1,4 @@
-"""Collect the runs of this folder (../run.sh with CORRECTIONS=1) into results.csv, then results.md and plot.png:
+"""Collect the runs of this folder (../run.sh with CORRECTIONS=1 or GAP=1) into results.csv, then results.md and plot.png:
 eval/success by Stage II step per variant (mean +- std over seeds), beside the main benchmark's random-takeover rows
 of ../results.csv; the share of online episodes that succeed, the intervention rate, and the mean Q of the policy's
 actions.
@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 from runs_io import read_runs  # noqa: E402
 
 KEYS = ("eval/success", "charts/success", "charts/intervention_rate", "charts/q_policy")
-LABELS = {("correct", "conrft"): "ConRFT, corrections at step 100", ("correct", "sac"): "SAC, corrections at step 100",
+LABELS = {("gap", "conrft"): "ConRFT, expert steps in at action gap > 1.5",
+          ("correct", "conrft"): "ConRFT, corrections at step 100", ("correct", "sac"): "SAC, corrections at step 100",
           ("conrft", "conrft"): "ConRFT, random takeovers", ("conrft", "sac"): "SAC, random takeovers"}
 
 
@@ -65,7 +66,7 @@ def main():
                    + " | ".join(pct(mat[:, j][~np.isnan(mat[:, j])]) for j in range(len(steps))) + " |")
         mean = np.nanmean(mat, 0)
         ax.plot(steps, mean, marker="o", label=LABELS[g] + f" ({len(keys)} seeds)")
-    out += ["", "Online episodes (training, with the expert's corrections): share that succeed, intervention rate "
+    out += ["", "Online episodes (training, with the expert's interventions): share that succeed, intervention rate "
             "(share of env steps the expert acted), mean Q of the policy's actions (charts/q_policy, logged every 1k "
             "steps; +10 is the largest possible return); mean over seeds, by Stage II window.", "",
             "| variant | window | episodes | succeed | intervention rate | Q of policy actions |", "|---|---|---|---|---|---|"]
