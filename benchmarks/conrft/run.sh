@@ -10,7 +10,7 @@
 # (to add corrections to a (task, seed, algo) that has it); GAP=1 adds a run where the expert steps in (10 steps) when
 # the L1 gap between the policy's action and its own exceeds 1.5 (--intervene-gap; into corrections/runs, exp-name
 # gap; on pick-place the Stage I policy's gap stays below 1.5 in successful episodes and passes it by step 25 in
-# failing ones). The consistency-BC result is ConRFT's
+# failing ones: gap_calibration.py). The consistency-BC result is ConRFT's
 # "after Stage I" column (Stage I has eta 0).
 # Budget: Stage I OFFLINE steps (default 20,000, the official pre-training length) at batch BATCH (default 256, as
 # official), 4 sampled actions per kind in the Cal-QL term (official: 10); Stage II ONLINE env steps (default 30,000);
