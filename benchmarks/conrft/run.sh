@@ -16,9 +16,10 @@
 # official), 4 sampled actions per kind in the Cal-QL term (official: 10); Stage II ONLINE env steps (default 30,000);
 # 10 evaluation episodes every 2,500 env steps. Cost measured here on one core: Stage I about 7.5 steps/s, Stage II
 # about 40 env steps/s (slower when evaluations run 500-step failing episodes).
-# Run so far (README), all with OFFLINE=4000 ONLINE=20000, three invocations at a time on 2 cores:
-#   TASKS=pick-place-v3 ALGOS=conrft CORRECTIONS=1 (corrections for seeds 1 and 2 only: seed 3's was cut for time);
-#   TASKS=pick-place-v3 ALGOS=sac SEEDS="1 2"; TASKS=peg-insert-side-v3 ALGOS=conrft SEEDS="1 2".
+# Run so far (README), all with OFFLINE=4000 ONLINE=20000, in pieces over two sessions, 2-4 invocations at a time on
+# 2 cores; together the same runs as: TASKS="pick-place-v3 peg-insert-side-v3" (ConRFT and SAC, seeds 1-3), then
+# TASKS=pick-place-v3 ALGOS=conrft TAKEOVERS=0 CORRECTIONS=1 (seeds 1-3), then the same with GAP=1 for SEEDS="1 2"
+# (seed 3 cut for time). Corrections and GAP were not run for SAC.
 # stage_one/runs keeps one Stage I per (task, seed, algo), reused by later runs: clear it before changing OFFLINE/BATCH.
 # Run from anywhere: bash benchmarks/conrft/run.sh; then python benchmarks/conrft/summarize.py (and
 # corrections/summarize.py)
