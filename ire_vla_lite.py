@@ -481,7 +481,7 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
     for _ in log.steps(tqdm(range(max(1, args.rl_steps // (N * T))), desc=tag, leave=False)):
         buf = {k: [] for k in ("obs", "feat", "act", "logp", "val", "rew", "done", "term", "trunc_val")}
         for _ in range(T):
-            o = torch.as_tensor(obs)
+            o = torch.tensor(obs)  # a copy: obs[i] = nxt below overwrites the array in place
             with torch.no_grad():
                 f = model.backbone(o, words)
                 a, logp, a_env = sample_action(torch.distributions.Normal(model.action_head(f), model.log_std.exp()))
@@ -490,7 +490,7 @@ def rl_stage(model, tasks, args, rng, log, tag, whole_model=False):
             rew, done, term_, trunc_val = (np.zeros(N, np.float32) for _ in range(4))
             for i, (t, env) in enumerate(envs):
                 nxt, _, term, trunc, info = env.step(a_env[i].numpy())
-                cur[i]["obs"].append(obs[i])
+                cur[i]["obs"].append(obs[i].copy())  # a copy, not a view of the array overwritten below
                 cur[i]["act"].append(a_env[i].numpy())  # D_RL keeps the action the env received
                 rew[i], done[i], term_[i] = float(info["success"]), float(term or trunc), float(term)
                 if trunc and not term:  # time limit: bootstrap from the final observation (before the reset)

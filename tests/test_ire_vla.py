@@ -185,3 +185,26 @@ def test_stage_0_trains_the_base_and_heads_and_keeps_lora_at_zero(in_tmp, monkey
     saved = torch.load(glob.glob(str(in_tmp / "runs" / "*" / "model.pt"))[0], weights_only=False)["model"]
     lora_b = [k for k in saved if k.endswith(".B")]
     assert lora_b and all(torch.count_nonzero(saved[k]) == 0 for k in lora_b)
+
+
+def test_rollout_stores_each_step_s_own_observation(monkeypatch):
+    """D_RL trajectories and PPO's batch must hold the observation each action was taken in, not a view of the
+    rollout array that the next env step overwrites (which stored one observation repeated for a whole rollout)."""
+    torch.manual_seed(0)
+    model, args, _ = small_model(update_epochs=1, num_minibatches=1, rl_steps=20, max_episode_steps=10)
+    updated = []
+    orig = model.backbone
+
+    def spy(obs, words):
+        if torch.is_grad_enabled():  # PPO's update on the whole model (the rollout runs under no_grad)
+            updated.append(obs.detach().clone())
+        return orig(obs, words)
+
+    monkeypatch.setattr(model, "backbone", spy)
+    trajs = V.rl_stage(model, ["reach-v3"], args, np.random.default_rng(0), NoLog(), "rl", whole_model=True)
+    assert len(trajs) == 2  # two 10-step episodes in one 20-step rollout
+    for t in trajs:  # every step of a trajectory has its own observation (the arm moves)
+        assert len(np.unique(t["obs"], axis=0)) == len(t["obs"]) == 10
+    stored = torch.as_tensor(np.concatenate([t["obs"] for t in trajs]))
+    updated = torch.cat(updated)  # one epoch, one minibatch: the rollout's 20 observations in random order
+    assert len(updated) == 20 and torch.equal(torch.unique(updated, dim=0), torch.unique(stored, dim=0))
