@@ -214,14 +214,15 @@ def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, floa
 # ---- shared: logger ----
 class Logger:
     """TensorBoard scalars and a long-format metrics.csv (step,key,value) under runs/<run_name>/.
-    From its creation until close(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
-    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, main()
-    saves model.pt as it is (with "interrupted" and "step", the last step logged) and returns `log.exit_code`
-    (128 + the signal number). A second signal ends the run at once."""
+    From its creation until finish(), SIGINT (Ctrl-C) and SIGTERM only set `interrupted`: every loop written
+    `for x in log.steps(...)` then ends before its next iteration (a safe point), log() writes nothing more, and
+    main() ends with `return log.finish(model_state)`, which saves model.pt as it is (with "args", "interrupted" and
+    "step", the last step logged) and returns 0, or 128 + the signal number. A second signal ends the run at once.
+    A success rate of nan (an env without a success flag) is not logged."""
 
     def __init__(self, run_name: str, args):
         self.dir = os.path.join("runs", run_name)
-        self.writer = SummaryWriter(self.dir)
+        self.writer, self.args = SummaryWriter(self.dir), vars(args)
         table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         self.file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
@@ -253,6 +254,8 @@ class Logger:
             return
         self.step = int(step)
         for k, v in scalars.items():
+            if k.endswith("success") and np.isnan(v):  # the env has no success flag
+                continue
             if not np.isfinite(v) and k.startswith("losses/"):
                 self.restore_signals()
                 raise SystemExit(f"{k} became {v} at step {step}: lower the learning rate or check the demo data.")
@@ -272,6 +275,15 @@ class Logger:
             print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
                   f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
         self.restore_signals()
+
+    def finish(self, model_state: dict) -> int:
+        """Save model.pt (model_state with "args", "interrupted", "step"), close, say where everything is; main()
+        returns what this returns (0, or 128 + the signal that interrupted the run)."""
+        path = os.path.join(self.dir, "model.pt")
+        torch.save({**model_state, "args": self.args, "interrupted": self.interrupted, "step": self.step}, path)
+        self.close()
+        print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+        return self.exit_code
 # ---- end shared ----
 
 
