@@ -6,18 +6,27 @@ of the repository, and the tests it names must fail there.
     python tools/mutants.py rlpd rlif     # only the mutants of files whose name contains one of these words
     python tools/mutants.py --jobs 1      # one at a time (default: 2 copies of the repository side by side)
 
+The heavy imports (torch, gymnasium, pytest) are loaded once; each mutant's tests run in a forked child.
+
 A mutant replaces `old` (which must occur exactly once in its file, else the table is stale and the run fails) by
 `new`, runs only its `tests` (pytest node ids), and is killed when they fail. Each section below belongs to one
 method file; add a mutant whenever a fidelity row or an equation gains a test.
 """
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: each forked test run uses one thread
+import gymnasium  # noqa: E402,F401  (the heavy imports, loaded once and shared by every forked test run)
+import numpy  # noqa: E402,F401
+import pytest  # noqa: E402
+import torch  # noqa: E402,F401
+import tyro  # noqa: E402,F401
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402,F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,26 +97,36 @@ def copy_repo(dest):
     os.symlink(os.path.join(ROOT, "data"), os.path.join(dest, "data"))
 
 
-def run_mutant(m, dest):
-    """'killed', 'SURVIVED', or 'STALE: ...'; the mutated file is restored before returning."""
+def start_tests(m, dest):
+    """Apply m in the copy `dest` and start its tests in a forked child (the heavy imports are already loaded, so
+    a mutant costs only its tests). Returns (pid, the original text, start time); 'STALE: ...' if m.old is not
+    found exactly once."""
     path = os.path.join(dest, m.file)
     original = open(path).read()
     if (n := original.count(m.old)) != 1:
-        return f"STALE: the text is found {n} times in {m.file}", 0.0
-    start = time.time()
-    try:
-        open(path, "w").write(original.replace(m.old, m.new))
+        return f"STALE: the text is found {n} times in {m.file}"
+    open(path, "w").write(original.replace(m.old, m.new))
+    pid = os.fork()
+    if pid == 0:  # the child: run pytest in the copy, quietly, for at most 300 s
         try:
-            r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
-                               cwd=dest, capture_output=True, text=True, timeout=300)
-            code = r.returncode
-        except subprocess.TimeoutExpired:
-            code = 1  # a test that hangs under the mutant fails
-    finally:
-        open(path, "w").write(original)
+            os.chdir(dest)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            signal.alarm(300)
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *m.tests])
+        except BaseException:
+            code = 1
+        os._exit(int(code))
+    return pid, original, time.time()
+
+
+def outcome(status):
+    """killed when the tests failed (or hung), STALE when pytest found no such test."""
+    code = os.waitstatus_to_exitcode(status)
     if code in (4, 5):  # usage error or no test collected: a test id in the table is wrong
-        return f"STALE: pytest exit {code} (is every test id right?)", time.time() - start
-    return ("killed" if code != 0 else "SURVIVED"), time.time() - start
+        return "STALE: pytest exit %d (is every test id right?)" % code
+    return "killed" if code != 0 else "SURVIVED"
 
 
 def main(argv):
@@ -122,25 +141,31 @@ def main(argv):
             print(f"{m.file:18s} {m.name:28s} {m.row}\n{'':47s} tests: {', '.join(m.tests)}")
         print(f"{len(todo)} mutants")
         return 0
-    start, results = time.time(), [None] * len(todo)
+    start, results = time.time(), {}
     with tempfile.TemporaryDirectory() as tmp:
-        dirs = [os.path.join(tmp, f"copy{j}") for j in range(jobs)]
-        for d in dirs:
+        free = [os.path.join(tmp, f"copy{j}") for j in range(jobs)]
+        for d in free:
             os.makedirs(d)
             copy_repo(d)
-        free = list(dirs)
-
-        def work(i):
-            d = free.pop()
-            try:
-                results[i] = run_mutant(todo[i], d)
-            finally:
+        running, queue = {}, list(enumerate(todo))  # pid -> (index, copy, original text, start)
+        while queue or running:
+            while queue and free:
+                i, m = queue.pop(0)
+                d = free.pop()
+                started = start_tests(m, d)
+                if isinstance(started, str):
+                    results[i] = (started, 0.0)
+                    free.append(d)
+                    continue
+                running[started[0]] = (i, d, *started[1:])
+            if running:
+                pid, status = os.wait()
+                i, d, original, t0 = running.pop(pid)
+                open(os.path.join(d, todo[i].file), "w").write(original)
                 free.append(d)
-            print(f"{results[i][0]:8s} {todo[i].file}: {todo[i].name} ({results[i][1]:.1f} s)", flush=True)
-
-        with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(work, range(len(todo))))
-    bad = [(m, r) for m, (r, _) in zip(todo, results) if r != "killed"]
+                results[i] = (outcome(status), time.time() - t0)
+                print(f"{results[i][0]:8s} {todo[i].file}: {todo[i].name} ({results[i][1]:.1f} s)", flush=True)
+    bad = [(todo[i], r) for i, (r, _) in sorted(results.items()) if r != "killed"]
     print(f"{len(todo) - len(bad)} of {len(todo)} mutants killed in {time.time() - start:.0f} s")
     for m, r in bad:
         print(f"  {r}: {m.file} {m.name} ({m.row})")
