@@ -1,12 +1,13 @@
 """RLPD: SAC with offline data, LayerNorm critic ensemble, random-subset min target, high update-to-data ratio.
 
 Paper: Ball, Smith, Kostrikov, Levine, "Efficient Online Reinforcement Learning with Offline Data", ICML 2023,
-arXiv 2302.02948; official code ikostrikov/rlpd (JAX; read for the defaults below, not copied).
+arXiv 2302.02948; official code ikostrikov/rlpd (JAX; read for the defaults, not copied). How this file differs
+from the official code: the fidelity table at the end of the file.
 
-What RLPD adds to SAC (Sec. 3 of the paper) -> code
+What RLPD adds to SAC (Sec. 3 of the paper), and where it is in this file:
     Design choice 1, symmetric sampling: every batch is half online replay, half offline data
         (--offline-ratio 0.5; 0 gives SAC from scratch on the same code)         -> sample_batch()
-    Design choice 2, LayerNorm in the critic (Dense -> LayerNorm -> ReLU)        -> CriticEnsemble
+    Design choice 2, LayerNorm in the critic (Dense, then LayerNorm, then ReLU)  -> CriticEnsemble
     Design choice 3, sample efficiency: UTD G (--utd 20), an ensemble of E critics (--num-qs 10), and the TD
         target from the min over a random subset of Z target critics (--num-min-qs 2), as in REDQ:
         y = r + gamma * mask * ( min_{j in Z} Q'_j(s', a') - alpha log pi(a'|s') ),  a' ~ pi(.|s')
@@ -14,10 +15,11 @@ What RLPD adds to SAC (Sec. 3 of the paper) -> code
     Critic loss: mean over the E critics and the batch of (Q_i(s, a) - y)^2      -> critic_loss()
     Actor loss (SAC): E_s[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ],  a~ ~ pi(.|s)  -> actor_loss()
     Temperature: loss alpha * (-log pi - target_entropy), target entropy -|A|/2  -> temperature_loss()
+    One critic step then Polyak; one actor, one temperature step  -> critic_update(), actor_temperature_update()
     Loop per env step: one batch of utd x batch_size; utd critic steps (Polyak after each), then one actor
     and one temperature step on the last slice (the official code's order).      -> main()
 The ensemble is one module with the ensemble as a leading dimension (batched matmul, no loop over critics).
-Masks are 0 only on termination, never on truncation. Dataset actions are clipped to +-(1 - 1e-5).
+Masks are 0 only on termination, never on truncation. Dataset actions are clipped to +-(1 - 1e-5) -> demo_arrays().
 
 Run:
     python rlpd.py --env-id Hopper-v4                              # medium demos, the paper's defaults (UTD 20, E 10)
@@ -28,28 +30,6 @@ Run:
 --compile wraps critic_update() and actor_temperature_update() in torch.compile (on CUDA with CUDA graphs,
 mode "reduce-overhead"; not tried here, no GPU). Compiling costs tens of seconds on a CPU, so turn it on for runs of
 more than a few thousand updates; benchmarks/throughput/ has the measured speed-ups.
-
-Fidelity to the official code (ikostrikov/rlpd, read for this table):
-| design choice | official (source) | this file | why different |
-|---|---|---|---|
-| critic layer | Dense -> LayerNorm -> ReLU, x2, Dense(1) (networks/mlp.py, state_action_value.py) | same | - |
-| ensemble / subset | num_qs 10, num_min_qs 2 (configs/rlpd_config.py) | same defaults | CPU benchmark: E 2 |
-| UTD | --utd_ratio 20 in the README's commands (flag default 1) | --utd 20 | CPU benchmark: 1 |
-| batch / mixing | 256, offline_ratio 0.5, offline and online parts of every slice (train_finetuning.py) | same | - |
-| optimiser | Adam 3e-4 actor, critic, temperature; no weight decay (configs/td_config.py, sac_config.py) | same | - |
-| discount / Polyak | 0.99 / tau 0.005 after every critic step (td_config.py, agents/sac/sac_learner.py) | same | - |
-| temperature | init 1.0, target entropy -|A|/2, loss on alpha (sac_learner.py) | same | - |
-| entropy backup | backup_entropy True (sac_config.py) | same | - |
-| actor | 2 x 256 ReLU, tanh Normal, state-dependent log std clipped to [-20, 2] (distributions/tanh_normal.py) | same | - |
-| actor loss | alpha log pi - mean over the ensemble of Q (sac_learner.py) | same | - |
-| update order | utd critic steps, then one actor + temperature step on the last slice (sac_learner.update) | same | - |
-| initialisation | xavier_uniform kernels, zero biases, output layers included (networks/mlp.py, tanh_normal.py) | same | - |
-| masks | 1 - terminal; truncations bootstrap (train_finetuning.py) | same | - |
-| dataset actions | clipped to +-(1 - 1e-5) (train_finetuning.py) | same | - |
-| start_training | 5000 in the README's commands (flag default 1e4) | 5000 | - |
-| evaluation | 10 deterministic episodes every 5000 steps (train_finetuning.py) | same | - |
-| offline data | D4RL datasets | data/<env>-medium.npz from this repo's PPO policies | nothing is downloaded |
-| framework | JAX, jit-compiled update | PyTorch, eager (--compile optional) | - |
 """
 
 import csv
@@ -72,63 +52,310 @@ from tqdm import tqdm
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """torch.backends.cudnn.deterministic"""
-    cuda: bool = False
-    """use CUDA if available"""
-    threads: int = 1
-    """torch CPU threads"""
-    env_id: str = "Hopper-v4"
-    """gymnasium MuJoCo id, or metaworld/<task>-v3"""
-    demo_path: str = ""
-    """offline data (.npz or minari:<id>); empty: data/<env-id>-medium.npz next to this file; none: no demos"""
-    total_timesteps: int = 250_000
-    """online env steps"""
-    buffer_size: int = 1_000_000
-    """online replay capacity"""
-    start_training: int = 5000
-    """uniform-random env steps before the first update"""
-    batch_size: int = 256
-    """minibatch of one critic step"""
-    utd: int = 20
-    """critic updates per env step (update-to-data ratio G)"""
-    num_qs: int = 10
-    """critic ensemble size E"""
-    num_min_qs: int = 2
-    """size Z of the random subset of target critics the TD target takes the min over"""
-    offline_ratio: float = 0.5
-    """fraction of every batch drawn from the offline data (0: SAC from scratch)"""
-    hidden: int = 256
-    """width of the 2 hidden layers of actor and critics"""
-    critic_layer_norm: bool = True
-    """LayerNorm after every hidden critic layer"""
-    actor_lr: float = 3e-4
-    """actor learning rate"""
-    critic_lr: float = 3e-4
-    """critic learning rate"""
-    temp_lr: float = 3e-4
-    """temperature learning rate"""
-    gamma: float = 0.99
-    """discount"""
-    tau: float = 0.005
-    """Polyak rate of the target critics (after every critic step)"""
-    init_temperature: float = 1.0
-    """initial alpha"""
-    backup_entropy: bool = True
-    """subtract alpha log pi(a'|s') in the TD target"""
-    compile: bool = False
-    """torch.compile the critic step and the actor/temperature step (on this 2-core CPU about 1.2x faster per update
-    once compiled, 10-30 s to compile: it pays for runs of more than a few thousand updates; benchmarks/throughput/)"""
-    eval_every: int = 5000
-    """env steps between evaluations"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # torch.backends.cudnn.deterministic
+    cuda: bool = False  # use CUDA if available
+    threads: int = 1  # torch CPU threads
+    env_id: str = "Hopper-v4"  # gymnasium MuJoCo id, or metaworld/<task>-v3
+    demo_path: str = ""  # offline data (.npz or minari:<id>); empty: data/<env-id>-medium.npz; none: no demos
+    total_timesteps: int = 250_000  # online env steps
+    buffer_size: int = 1_000_000  # online replay capacity
+    start_training: int = 5000  # uniform-random env steps before the first update
+    batch_size: int = 256  # minibatch of one critic step
+    utd: int = 20  # critic updates per env step (update-to-data ratio G)
+    num_qs: int = 10  # critic ensemble size E
+    num_min_qs: int = 2  # size Z of the random subset of target critics the TD target takes the min over
+    offline_ratio: float = 0.5  # fraction of every batch drawn from the offline data (0: SAC from scratch)
+    hidden: int = 256  # width of the 2 hidden layers of actor and critics
+    critic_layer_norm: bool = True  # LayerNorm after every hidden critic layer
+    actor_lr: float = 3e-4  # actor learning rate
+    critic_lr: float = 3e-4  # critic learning rate
+    temp_lr: float = 3e-4  # temperature learning rate
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate of the target critics (after every critic step)
+    init_temperature: float = 1.0  # initial alpha
+    backup_entropy: bool = True  # subtract alpha log pi(a'|s') in the TD target
+    compile: bool = False  # torch.compile the two update steps (10-30 s to compile on a CPU: for long runs)
+    eval_every: int = 5000  # env steps between evaluations
+    eval_episodes: int = 10  # deterministic evaluation episodes
+
+    def __post_init__(self):
+        if not 1 <= self.num_min_qs <= self.num_qs:
+            raise SystemExit(f"--num-min-qs ({self.num_min_qs}) must be between 1 and --num-qs ({self.num_qs}).")
+        if not 0.0 <= self.offline_ratio < 1.0:
+            raise SystemExit(f"--offline-ratio must be in [0, 1) (got {self.offline_ratio}).")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------------------
+class EnsembleLinear(nn.Module):
+    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
+
+    def __init__(self, num_members, inp, out):
+        super().__init__()
+        bound = np.sqrt(6 / (inp + out))  # xavier_uniform per member, zero bias (official: rlpd/networks/mlp.py)
+        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, out))
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine per member: (E, B, h) -> (E, B, h)."""
+
+    def __init__(self, num_members, h):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, 1, h))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, h))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class CriticEnsemble(nn.Module):
+    """E critics Q_i(s, a), each Dense -> LayerNorm -> ReLU (x2) -> Dense(1), in one batched module."""
+
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True):
+        super().__init__()
+        self.num_qs = num_qs
+        norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
+        self.net = nn.Sequential(EnsembleLinear(num_qs, obs_dim + act_dim, hidden), norm(), nn.ReLU(),
+                                 EnsembleLinear(num_qs, hidden, hidden), norm(), nn.ReLU(),
+                                 EnsembleLinear(num_qs, hidden, 1))
+
+    def forward(self, obs, act):
+        x = torch.cat([obs, act], -1)
+        return self.net(x.unsqueeze(0).expand(self.num_qs, *x.shape))  # (E, B, 1)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
+
+    def __init__(self, obs_dim, act_dim, hidden, low, high):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
+        for m in self.modules():  # xavier_uniform kernels, zero biases, output layers included (official init)
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, obs, deterministic=False):
+        """Returns (action, log pi(action|obs) of shape (B, 1))."""
+        h = self.trunk(obs)
+        mean, log_std = self.mean(h), self.log_std(h).clamp(-20, 2)
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        a = torch.tanh(u)
+        log_det = torch.log(self.scale * (1 - a.pow(2)) + 1e-6)  # log |d action / d u| of the squash and rescale
+        logp = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - log_det
+        return a * self.scale + self.center, logp.sum(-1, keepdim=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses (pure functions; tests call them) and the two update steps
+# ----------------------------------------------------------------------------------------------------------
+def subset_min_target(q_next: torch.Tensor, num_min_qs: int, generator=None) -> torch.Tensor:
+    """min over a random subset (without replacement) of num_min_qs of the E target values: (E, B, 1) -> (B, 1)."""
+    idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]
+    return q_next[idx].min(0).values
+
+
+def td_target(rew, mask, q_next_min, next_logp, alpha, gamma, backup_entropy):
+    """y = r + gamma * mask * (min-subset Q'(s', a') - alpha log pi(a'|s') [if backup_entropy]); (B, 1)."""
+    v = q_next_min - alpha * next_logp if backup_entropy else q_next_min
+    return rew.unsqueeze(-1) + gamma * mask.unsqueeze(-1) * v
+
+
+def critic_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the E critics and the batch of (Q_i - y)^2; qs (E, B, 1), target (B, 1)."""
+    return ((qs - target.unsqueeze(0)) ** 2).mean()
+
+
+def actor_loss(qs_pi: torch.Tensor, logp: torch.Tensor, alpha) -> torch.Tensor:
+    """E[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ]; qs_pi (E, B, 1), logp (B, 1)."""
+    return (alpha * logp - qs_pi.mean(0)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """alpha * (entropy - target_entropy), entropy estimated as -log pi: lowers alpha when entropy is high."""
+    return (log_alpha.exp() * (-logp.detach() - target_entropy)).mean()
+
+
+def critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args):
+    """Eq. (TD) of SAC with RLPD's subset-min target on one minibatch b, one Adam step on the E critics, then Polyak
+    of every target parameter in one foreach op. Returns (loss, mean Q) as tensors: no host sync outside logging."""
+    with torch.no_grad():
+        next_a, next_logp = actor(b["next_observations"])
+        q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
+        y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
+    qs = critic(b["observations"], b["actions"])
+    loss = critic_loss(qs, y)
+    critic_opt.zero_grad()
+    loss.backward()
+    critic_opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)
+    return loss.detach(), qs.detach().mean()
+
+
+def actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy):
+    """One actor step (mean over the ensemble) and one temperature step; returns (actor loss, temperature loss,
+    mean log pi) as tensors. The critics' gradients from this step are cleared by the next critic step."""
+    a_pi, logp = actor(obs)
+    a_loss = actor_loss(critic(obs, a_pi), logp, alpha)
+    actor_opt.zero_grad()
+    a_loss.backward()
+    actor_opt.step()
+    t_loss = temperature_loss(log_alpha, logp, target_entropy)
+    temp_opt.zero_grad()
+    t_loss.backward()
+    temp_opt.step()
+    return a_loss.detach(), t_loss.detach(), logp.detach().mean()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: the online replay buffer, the offline data in its layout, symmetric sampling
+# ----------------------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """Online transitions in preallocated numpy arrays (mask = 1 - termination)."""
+
+    def __init__(self, obs_dim, act_dim, capacity):
+        self.obs, self.next_obs = np.zeros((capacity, obs_dim), np.float32), np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew, self.mask = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
+
+    def add(self, obs, act, rew, next_obs, mask):
+        i = self.ptr
+        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.mask[i] = obs, act, rew, next_obs, mask
+        self.ptr, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def arrays(self):
+        n = self.size
+        return {"observations": self.obs[:n], "actions": self.act[:n], "rewards": self.rew[:n],
+                "next_observations": self.next_obs[:n], "masks": self.mask[:n]}
+
+
+def demo_arrays(demos):
+    """Offline data in the buffer's layout: masks from terminations only; actions clipped to +-(1 - 1e-5)."""
+    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
+            "rewards": demos["rewards"], "next_observations": demos["next_observations"],
+            "masks": 1.0 - demos["terminations"]}
+
+
+def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
+    """utd minibatches at once, shape (utd, batch_size, ...): in every slice the first round(offline_ratio *
+    batch_size) rows come from `offline`, the rest from `online` (symmetric sampling). `is_offline` marks them."""
+    n_off = int(round(offline_ratio * batch_size)) if offline is not None else 0
+    parts = []
+    for src, n in ((offline, n_off), (online, batch_size - n_off)):
+        if n == 0:
+            continue
+        idx = rng.integers(0, len(src["rewards"]), size=(utd, n))
+        is_offline = np.full((utd, n), src is offline, np.float32)
+        parts.append({k: v[idx] for k, v in src.items()} | {"is_offline": is_offline})
+    return {k: torch.as_tensor(np.concatenate([p[k] for p in parts], axis=1)) for k in parts[0]}
+
+
+def act(actor, obs, device, deterministic=False):
+    """The actor's action for one numpy observation: a sample, or the mean of the policy (evaluation)."""
+    with torch.no_grad():
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+        return actor(obs, deterministic=deterministic)[0][0].cpu().numpy()
+
+
+def main():
+    args = tyro.cli(Args)  # Args.__post_init__ checks the flags
+    offline_ratio = 0.0 if args.demo_path == "none" else args.offline_ratio  # what the run really mixes in
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__off{offline_ratio}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    rng = np.random.default_rng(args.seed)
+
+    env = make_env(args.env_id, args.seed)()
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    offline = None  # --offline-ratio 0 or --demo-path none: SAC from scratch on the same code (the baseline)
+    if args.offline_ratio > 0 and args.demo_path != "none":
+        data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+        demo_path = args.demo_path or os.path.join(data_dir, f"{args.env_id.replace('/', '-')}-medium.npz")
+        offline = demo_arrays(load_demos(demo_path, env))
+        print(f"offline data: {demo_path} ({len(offline['rewards'])} transitions), offline ratio {args.offline_ratio}")
+    log = Logger(run_name, args)
+
+    actor = Actor(obs_dim, act_dim, args.hidden, env.action_space.low, env.action_space.high).to(device)
+    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
+    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
+    target_critic.load_state_dict(critic.state_dict())
+    log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, device=device, requires_grad=True)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    temp_opt = torch.optim.Adam([log_alpha], lr=args.temp_lr)
+    target_entropy = -act_dim / 2
+    buffer = ReplayBuffer(obs_dim, act_dim, min(args.buffer_size, args.total_timesteps))
+
+    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
+
+    def critic_step(b, alpha):
+        """One critic step on the minibatch b, then Polyak (the unit that --compile compiles)."""
+        return critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args)
+
+    def actor_step(obs, alpha):
+        """One actor step and one temperature step on the observations of the last minibatch."""
+        return actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy)
+
+    if args.compile:  # the same two functions, compiled on first use (CUDA: CUDA graphs remove the launch overhead)
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        critic_step, actor_step = torch.compile(critic_step, mode=mode), torch.compile(actor_step, mode=mode)
+
+    obs, _ = env.reset(seed=args.seed)
+    pbar = tqdm(range(args.total_timesteps), desc=f"RLPD utd={args.utd} E={args.num_qs}")
+    for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
+        # ---- act ----
+        if global_step < args.start_training:
+            action = env.action_space.sample()
+        else:
+            action = act(actor, obs, device)
+        next_obs, reward, term, trunc, info = env.step(action)
+        buffer.add(obs, action, reward, next_obs, 1.0 - float(term))  # bootstrap through truncations
+        obs = next_obs
+        if term or trunc:
+            log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
+            obs, _ = env.reset()
+
+        # ---- learn: utd critic steps, then one actor and one temperature step ----
+        if global_step >= args.start_training:
+            batch = {k: v.to(device) for k, v in sample_batch(buffer.arrays(), offline, args.batch_size, args.utd,
+                                                              args.offline_ratio, rng).items()}
+            alpha = log_alpha.exp().detach()
+            for i in range(args.utd):
+                c_loss, q_mean = critic_step({k: v[i] for k, v in batch.items()}, alpha)
+            b = {k: v[-1] for k, v in batch.items()}
+            a_loss, t_loss, logp_mean = actor_step(b["observations"], alpha)
+            if (global_step - args.start_training) % 1000 == 0:
+                log.log(global_step, **{"losses/critic": c_loss.item(), "losses/actor": a_loss.item(),
+                                        "losses/temperature": t_loss.item(), "charts/alpha": alpha.item(),
+                                        "charts/q_mean": q_mean.item(), "charts/entropy": -logp_mean.item(),
+                                        "charts/offline_fraction": b["is_offline"].mean().item()})
+
+        if (global_step + 1) % args.eval_every == 0:
+            ret, succ = evaluate(lambda o: act(actor, o, device, deterministic=True), args.env_id, args.eval_episodes,
+                                 10_000 + args.seed)
+            log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
+            pbar.set_postfix(eval_return=f"{ret:.0f}")
+
+    return log.finish({"actor": actor.state_dict(), "critic": critic.state_dict(), "log_alpha": log_alpha.detach()})
+
+
+# ==== shared helpers: identical in every file (see template.py) ====
 # ---- shared: make_env ----
 def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
     """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
@@ -333,271 +560,31 @@ class Logger:
 # ---- end shared ----
 
 
-class ReplayBuffer:
-    """Online transitions in preallocated numpy arrays (mask = 1 - termination)."""
-
-    def __init__(self, obs_dim, act_dim, capacity):
-        self.obs, self.next_obs = np.zeros((capacity, obs_dim), np.float32), np.zeros((capacity, obs_dim), np.float32)
-        self.act = np.zeros((capacity, act_dim), np.float32)
-        self.rew, self.mask = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
-        self.capacity, self.ptr, self.size = capacity, 0, 0
-
-    def add(self, obs, act, rew, next_obs, mask):
-        i = self.ptr
-        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.mask[i] = obs, act, rew, next_obs, mask
-        self.ptr, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
-
-    def arrays(self):
-        n = self.size
-        return {"observations": self.obs[:n], "actions": self.act[:n], "rewards": self.rew[:n],
-                "next_observations": self.next_obs[:n], "masks": self.mask[:n]}
-
-
-def demo_arrays(demos):
-    """Offline data in the buffer's layout: masks from terminations only; actions clipped to +-(1 - 1e-5)."""
-    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
-            "rewards": demos["rewards"], "next_observations": demos["next_observations"],
-            "masks": 1.0 - demos["terminations"]}
-
-
-def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
-    """utd minibatches at once, shape (utd, batch_size, ...): in every slice the first round(offline_ratio *
-    batch_size) rows come from `offline`, the rest from `online` (symmetric sampling). `is_offline` marks them."""
-    n_off = int(round(offline_ratio * batch_size)) if offline is not None else 0
-    parts = []
-    for src, n in ((offline, n_off), (online, batch_size - n_off)):
-        if n == 0:
-            continue
-        idx = rng.integers(0, len(src["rewards"]), size=(utd, n))
-        parts.append({k: v[idx] for k, v in src.items()} | {"is_offline": np.full((utd, n), src is offline, np.float32)})
-    return {k: torch.as_tensor(np.concatenate([p[k] for p in parts], axis=1)) for k in parts[0]}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Networks
-# ----------------------------------------------------------------------------------------------------------
-class EnsembleLinear(nn.Module):
-    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
-
-    def __init__(self, num_members, inp, out):
-        super().__init__()
-        bound = np.sqrt(6 / (inp + out))  # xavier_uniform per member, zero bias (official: rlpd/networks/mlp.py)
-        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, out))
-
-    def forward(self, x):
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleLayerNorm(nn.Module):
-    """LayerNorm over features with a separate affine per member: (E, B, h) -> (E, B, h)."""
-
-    def __init__(self, num_members, h):
-        super().__init__()
-        self.weight, self.bias = nn.Parameter(torch.ones(num_members, 1, h)), nn.Parameter(torch.zeros(num_members, 1, h))
-
-    def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-class CriticEnsemble(nn.Module):
-    """E critics Q_i(s, a), each Dense -> LayerNorm -> ReLU (x2) -> Dense(1), in one batched module."""
-
-    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True):
-        super().__init__()
-        self.num_qs = num_qs
-        norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
-        self.net = nn.Sequential(EnsembleLinear(num_qs, obs_dim + act_dim, hidden), norm(), nn.ReLU(),
-                                 EnsembleLinear(num_qs, hidden, hidden), norm(), nn.ReLU(), EnsembleLinear(num_qs, hidden, 1))
-
-    def forward(self, obs, act):
-        x = torch.cat([obs, act], -1)
-        return self.net(x.unsqueeze(0).expand(self.num_qs, *x.shape))  # (E, B, 1)
-
-
-class Actor(nn.Module):
-    """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
-
-    def __init__(self, obs_dim, act_dim, hidden, low, high):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
-        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
-        self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
-        for m in self.modules():  # xavier_uniform kernels, zero biases, output layers included (official init)
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, obs, deterministic=False):
-        """Returns (action, log pi(action|obs) of shape (B, 1))."""
-        h = self.trunk(obs)
-        mean, log_std = self.mean(h), self.log_std(h).clamp(-20, 2)
-        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-        a = torch.tanh(u)
-        logp = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - torch.log(self.scale * (1 - a.pow(2)) + 1e-6)
-        return a * self.scale + self.center, logp.sum(-1, keepdim=True)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Losses (pure functions; tests call them)
-# ----------------------------------------------------------------------------------------------------------
-def subset_min_target(q_next: torch.Tensor, num_min_qs: int, generator=None) -> torch.Tensor:
-    """min over a random subset (without replacement) of num_min_qs of the E target values: (E, B, 1) -> (B, 1)."""
-    idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]
-    return q_next[idx].min(0).values
-
-
-def td_target(rew, mask, q_next_min, next_logp, alpha, gamma, backup_entropy):
-    """y = r + gamma * mask * (min-subset Q'(s', a') - alpha log pi(a'|s') [if backup_entropy]); (B, 1)."""
-    v = q_next_min - alpha * next_logp if backup_entropy else q_next_min
-    return rew.unsqueeze(-1) + gamma * mask.unsqueeze(-1) * v
-
-
-def critic_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the E critics and the batch of (Q_i - y)^2; qs (E, B, 1), target (B, 1)."""
-    return ((qs - target.unsqueeze(0)) ** 2).mean()
-
-
-def actor_loss(qs_pi: torch.Tensor, logp: torch.Tensor, alpha) -> torch.Tensor:
-    """E[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ]; qs_pi (E, B, 1), logp (B, 1)."""
-    return (alpha * logp - qs_pi.mean(0)).mean()
-
-
-def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """alpha * (entropy - target_entropy), entropy estimated as -log pi: lowers alpha when entropy is high."""
-    return (log_alpha.exp() * (-logp.detach() - target_entropy)).mean()
-
-
-def critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args):
-    """Eq. (TD) of SAC with RLPD's subset-min target on one minibatch b, one Adam step on the E critics, then Polyak
-    of every target parameter in one foreach op. Returns (loss, mean Q) as tensors: no host sync outside logging."""
-    with torch.no_grad():
-        next_a, next_logp = actor(b["next_observations"])
-        q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
-        y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
-    qs = critic(b["observations"], b["actions"])
-    loss = critic_loss(qs, y)
-    critic_opt.zero_grad()
-    loss.backward()
-    critic_opt.step()
-    with torch.no_grad():
-        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)
-    return loss.detach(), qs.detach().mean()
-
-
-def actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy):
-    """One actor step (mean over the ensemble) and one temperature step; returns (actor loss, temperature loss,
-    mean log pi) as tensors. The critics' gradients from this step are cleared by the next critic step."""
-    a_pi, logp = actor(obs)
-    a_loss = actor_loss(critic(obs, a_pi), logp, alpha)
-    actor_opt.zero_grad()
-    a_loss.backward()
-    actor_opt.step()
-    t_loss = temperature_loss(log_alpha, logp, target_entropy)
-    temp_opt.zero_grad()
-    t_loss.backward()
-    temp_opt.step()
-    return a_loss.detach(), t_loss.detach(), logp.detach().mean()
-
-
-def main():
-    args = tyro.cli(Args)
-    if not 1 <= args.num_min_qs <= args.num_qs:
-        raise SystemExit(f"--num-min-qs ({args.num_min_qs}) must be between 1 and --num-qs ({args.num_qs}).")
-    if not 0.0 <= args.offline_ratio < 1.0:
-        raise SystemExit(f"--offline-ratio must be in [0, 1) (got {args.offline_ratio}).")
-    offline_ratio = 0.0 if args.demo_path == "none" else args.offline_ratio  # what the run really mixes in
-    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__off{offline_ratio}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)
-
-    env = make_env(args.env_id, args.seed)()
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    offline = None
-    if args.offline_ratio > 0 and args.demo_path != "none":
-        data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-        demo_path = args.demo_path or os.path.join(data_dir, f"{args.env_id.replace('/', '-')}-medium.npz")
-        offline = demo_arrays(load_demos(demo_path, env))
-        print(f"offline data: {demo_path} ({len(offline['rewards'])} transitions), offline ratio {args.offline_ratio}")
-    log = Logger(run_name, args)
-
-    actor = Actor(obs_dim, act_dim, args.hidden, env.action_space.low, env.action_space.high).to(device)
-    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
-    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.critic_layer_norm).to(device)
-    target_critic.load_state_dict(critic.state_dict())
-    log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, device=device, requires_grad=True)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
-    temp_opt = torch.optim.Adam([log_alpha], lr=args.temp_lr)
-    target_entropy = -act_dim / 2
-    buffer = ReplayBuffer(obs_dim, act_dim, min(args.buffer_size, args.total_timesteps))
-
-    critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
-
-    def critic_step(b, alpha):
-        """One critic step on the minibatch b, then Polyak (the unit that --compile compiles)."""
-        return critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args)
-
-    def actor_step(obs, alpha):
-        """One actor step and one temperature step on the observations of the last minibatch."""
-        return actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy)
-
-    if args.compile:  # the same two functions, compiled on first use (CUDA: CUDA graphs remove the launch overhead)
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        critic_step, actor_step = torch.compile(critic_step, mode=mode), torch.compile(actor_step, mode=mode)
-
-    def eval_fn(o):
-        with torch.no_grad():
-            return actor(torch.as_tensor(o, dtype=torch.float32, device=device).unsqueeze(0), deterministic=True)[0][0].cpu().numpy()
-
-    obs, _ = env.reset(seed=args.seed)
-    pbar = tqdm(range(args.total_timesteps), desc=f"RLPD utd={args.utd} E={args.num_qs}")
-    for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
-        # ---- act ----
-        if global_step < args.start_training:
-            action = env.action_space.sample()
-        else:
-            with torch.no_grad():
-                action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))[0][0].cpu().numpy()
-        next_obs, reward, term, trunc, info = env.step(action)
-        buffer.add(obs, action, reward, next_obs, 1.0 - float(term))  # bootstrap through truncations
-        obs = next_obs
-        if term or trunc:
-            log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
-            obs, _ = env.reset()
-
-        # ---- learn: utd critic steps, then one actor and one temperature step ----
-        if global_step >= args.start_training:
-            batch = {k: v.to(device) for k, v in sample_batch(buffer.arrays(), offline, args.batch_size, args.utd,
-                                                              args.offline_ratio, rng).items()}
-            alpha = log_alpha.exp().detach()
-            for i in range(args.utd):
-                c_loss, q_mean = critic_step({k: v[i] for k, v in batch.items()}, alpha)
-            b = {k: v[-1] for k, v in batch.items()}
-            a_loss, t_loss, logp_mean = actor_step(b["observations"], alpha)
-            if (global_step - args.start_training) % 1000 == 0:
-                log.log(global_step, **{"losses/critic": c_loss.item(), "losses/actor": a_loss.item(),
-                                        "losses/temperature": t_loss.item(), "charts/alpha": alpha.item(),
-                                        "charts/q_mean": q_mean.item(), "charts/entropy": -logp_mean.item(),
-                                        "charts/offline_fraction": b["is_offline"].mean().item()})
-
-        if (global_step + 1) % args.eval_every == 0:
-            ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
-            log.log(global_step + 1, **{"eval/return": ret, "eval/success": succ})
-            pbar.set_postfix(eval_return=f"{ret:.0f}")
-
-    model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict(), "log_alpha": log_alpha.detach(),
-                "args": vars(args), "interrupted": log.interrupted, "step": log.step}, model_path)
-    log.close()
-    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return log.exit_code
+# Fidelity to the official code (ikostrikov/rlpd, read for this table):
+# | design choice | official (source) | this file | why different |
+# |---|---|---|---|
+# | critic layer | Dense -> LayerNorm -> ReLU, x2, Dense(1) (networks/mlp.py, state_action_value.py) | same | - |
+# | ensemble / subset | num_qs 10, num_min_qs 2 (configs/rlpd_config.py) | same defaults | CPU benchmark: E 2 |
+# | UTD | --utd_ratio 20 in the README's commands (flag default 1) | --utd 20 | CPU benchmark: 1 |
+# | batch / mixing | 256, offline_ratio 0.5, offline and online parts of every slice (train_finetuning.py) | same | - |
+# | optimiser | Adam 3e-4 actor, critic, temperature; no weight decay (td_config.py, sac_config.py) | same | - |
+# | discount / Polyak | 0.99 / tau 0.005 after every critic step (td_config.py, agents/sac/sac_learner.py) | same | - |
+# | temperature | init 1.0, target entropy -|A|/2, loss on alpha (sac_learner.py) | same | - |
+# | entropy backup | backup_entropy True (sac_config.py) | same | - |
+# | actor | 2 x 256 ReLU, tanh Normal, state-dependent log std clipped to [-20, 2] (tanh_normal.py) | same | - |
+# | actor loss | alpha log pi - mean over the ensemble of Q (sac_learner.py) | same | - |
+# | update order | utd critic steps, then one actor + temperature step on the last slice (sac_learner.update) | same |
+#   - |
+# | initialisation | xavier_uniform kernels, zero biases, output layers included (networks/mlp.py, tanh_normal.py) |
+#   same | - |
+# | masks | 1 - terminal; truncations bootstrap (train_finetuning.py) | same | - |
+# | dataset actions | clipped to +-(1 - 1e-5) (train_finetuning.py) | same | - |
+# | start_training | 5000 in the README's commands (flag default 1e4) | 5000 | - |
+# | evaluation | 10 deterministic episodes every 5000 steps (train_finetuning.py) | same | - |
+# | offline data | D4RL datasets, about 1M transitions each (e.g. hopper-medium-v2) | data/<env>-medium.npz:
+#   20 medium episodes from this repo's PPO policies, 7,524 transitions on Hopper (7,929 Walker2d, 20,000 HalfCheetah),
+#   under 1% of D4RL's | nothing is downloaded |
+# | framework | JAX, jit-compiled update | PyTorch, eager (--compile optional) | - |
 
 
 if __name__ == "__main__":

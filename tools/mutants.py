@@ -43,7 +43,69 @@ class Mutant(NamedTuple):
 M = Mutant
 
 # ---- rlpd.py ----
+_T = "tests/test_rlpd.py::"
 RLPD = [
+    M("rlpd.py", "critic-no-layernorm", "critic layer: Dense -> LayerNorm -> ReLU (CriticEnsemble)",
+      "norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity", "norm = nn.Identity",
+      (_T + "test_critic_layer_norm_comes_before_each_relu",)),
+    M("rlpd.py", "critic-layernorm-after-relu", "critic layer: LayerNorm before the ReLU, not after",
+      "norm(), nn.ReLU(),\n                                 EnsembleLinear(num_qs, hidden, hidden), norm(), nn.ReLU(),",
+      "nn.ReLU(), norm(),\n                                 EnsembleLinear(num_qs, hidden, hidden), nn.ReLU(), norm(),",
+      (_T + "test_critic_layer_norm_comes_before_each_relu",)),
+    M("rlpd.py", "target-first-z-critics", "ensemble / subset: min over a random subset of Z (subset_min_target)",
+      "idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]",
+      "idx = torch.arange(q_next.shape[0])[:num_min_qs]",
+      (_T + "test_subset_min_target_draws_a_random_subset_without_replacement",)),
+    M("rlpd.py", "online-truncation-masked", "masks: 1 - terminal; truncations bootstrap (what main() stores)",
+      "buffer.add(obs, action, reward, next_obs, 1.0 - float(term))",
+      "buffer.add(obs, action, reward, next_obs, 1.0 - float(term or trunc))",
+      (_T + "test_main_stores_masks_from_terminations_only",)),
+    M("rlpd.py", "backup-without-entropy", "entropy backup: y has - alpha log pi(a'|s') (td_target)",
+      "v = q_next_min - alpha * next_logp if backup_entropy else q_next_min", "v = q_next_min",
+      (_T + "test_td_target_subtracts_the_entropy_term",)),
+    M("rlpd.py", "backup-entropy-sign", "entropy backup: the term is subtracted (td_target)",
+      "v = q_next_min - alpha * next_logp if", "v = q_next_min + alpha * next_logp if",
+      (_T + "test_td_target_subtracts_the_entropy_term",)),
+    M("rlpd.py", "critic-loss-sum-over-critics", "critic loss: mean over critics and batch (critic_loss)",
+      "return ((qs - target.unsqueeze(0)) ** 2).mean()", "return ((qs - target.unsqueeze(0)) ** 2).sum(0).mean()",
+      (_T + "test_loss_values",)),
+    M("rlpd.py", "actor-min-over-critics", "actor loss: mean over the ensemble of Q (actor_loss)",
+      "(alpha * logp - qs_pi.mean(0)).mean()", "(alpha * logp - qs_pi.min(0).values).mean()",
+      (_T + "test_loss_values",)),
+    M("rlpd.py", "temperature-loss-on-log-alpha", "temperature: loss on alpha, not log alpha (temperature_loss)",
+      "(log_alpha.exp() * (-logp.detach() - target_entropy)).mean()",
+      "(log_alpha * (-logp.detach() - target_entropy)).mean()",
+      (_T + "test_loss_values",)),
+    M("rlpd.py", "critic-init-not-xavier", "initialisation: xavier_uniform kernels (EnsembleLinear)",
+      "bound = np.sqrt(6 / (inp + out))", "bound = np.sqrt(1 / inp)",
+      (_T + "test_official_init_xavier_kernels_and_zero_biases",)),
+    M("rlpd.py", "actor-step-before-critic-steps", "update order: utd critic steps, then one actor step (main)",
+      "            for i in range(args.utd):\n"
+      "                c_loss, q_mean = critic_step({k: v[i] for k, v in batch.items()}, alpha)\n"
+      "            b = {k: v[-1] for k, v in batch.items()}\n"
+      "            a_loss, t_loss, logp_mean = actor_step(b[\"observations\"], alpha)\n",
+      "            b = {k: v[-1] for k, v in batch.items()}\n"
+      "            a_loss, t_loss, logp_mean = actor_step(b[\"observations\"], alpha)\n"
+      "            for i in range(args.utd):\n"
+      "                c_loss, q_mean = critic_step({k: v[i] for k, v in batch.items()}, alpha)\n",
+      (_T + "test_main_runs_utd_critic_steps_then_one_actor_step_on_the_last_slice",)),
+    M("rlpd.py", "offline-ratio-swapped", "batch / mixing: offline_ratio of every slice offline (sample_batch)",
+      "n_off = int(round(offline_ratio * batch_size))", "n_off = int(round((1 - offline_ratio) * batch_size))",
+      (_T + "test_symmetric_sampling_is_half_demos_in_every_slice",
+       _T + "test_main_runs_utd_critic_steps_then_one_actor_step_on_the_last_slice")),
+    M("rlpd.py", "polyak-before-critic-step", "Polyak: toward the critic after its step, every step (critic_update)",
+      "    critic_opt.step()\n    with torch.no_grad():\n"
+      "        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)\n",
+      "    with torch.no_grad():\n"
+      "        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)\n"
+      "    critic_opt.step()\n",
+      (_T + "test_polyak_follows_the_updated_critic",)),
+    M("rlpd.py", "dataset-actions-unclipped", "dataset actions: clipped to +-(1 - 1e-5) (demo_arrays)",
+      "np.clip(demos[\"actions\"], -1 + 1e-5, 1 - 1e-5)", "demos[\"actions\"]",
+      (_T + "test_offline_data_masks_terminations_only_and_clips_actions",)),
+    M("rlpd.py", "utd-default-1", "UTD: 20 as in the README's commands, not the flag default 1 (Args)",
+      "utd: int = 20  #", "utd: int = 1  #",
+      (_T + "test_defaults_are_the_official_ones",)),
 ]
 
 
