@@ -4,7 +4,7 @@ Paper: Guo et al., "Improving Vision-Language-Action Model with Online Reinforce
 arXiv 2501.16664 (Sec. IV, Alg. 1; no official code is public). "Lite": the 3B BLIP-2 VLM becomes a small
 Transformer over the instruction's word tokens and state tokens; the pipeline is the paper's.
 
-Pipeline -> code
+The paper's pipeline (Sec. IV, Alg. 1), and where each step is in the code:
     Model: backbone ("VLM") = word embedding of the task name + linear state tokens + a Transformer whose linear
         layers carry LoRA, W x + (alpha / r) B A x with B zero-initialised (LoRA adds nothing at first); a
         Gaussian action head and a critic head of the same shape with one output   -> VLA, LoRALinear
