@@ -1,11 +1,16 @@
-"""RLIF: who acts and what is stored (step_decision), terminal labels, the value-based rule, the reference critic, CLI runs, bad input."""
+"""RLIF: main() itself on tiny budgets, with its env steps and replay buffers recorded (who acts, what is stored
+with which label, episode ends, the reference action and critic, the baselines' labels, the demos' labels); the pure
+functions (step_decision, the intervention rules, terminal labels, Q_ref's Monte-Carlo targets, BC loss, the SAC
+critic step, the official defaults); CLI runs and bad input."""
 import glob
 import os
 import re
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 import rlif
@@ -13,64 +18,188 @@ from conftest import ROOT
 from template import load_policy, make_env
 
 DATA = os.path.join(ROOT, "data")
+MEDIUM, REF = np.full(3, 0.3, np.float32), np.full(3, -0.2, np.float32)  # the fake medium and expert actions
+TINY = ["--total-timesteps", "300", "--hidden", "32", "--num-qs", "2", "--batch-size", "8", "--eval-every", "10000",
+        "--start-training", "10000", "--bc-every", "10000", "--bc-updates", "1"]  # no learning update: data only
 
 
-def simulate(fires, episode_lengths, takeover_steps=4, hand_back=True, terminal="drop"):
-    """main()'s loop without env or learner: step_decision() each step, last_transition() at each episode end.
-    A transition's obs is its global step, its act 1.0 if the expert acted; returns (who acted, stored transitions,
-    takeover start steps)."""
-    acted, stored, starts, t = [], [], [], 0
-    for length in episode_lengths:
-        pending, prev_expert, takeover_left = None, False, 0
-        for k in range(length):
-            expert, takeover_left, store = rlif.step_decision(pending, prev_expert, takeover_left, fires, takeover_steps, hand_back)
-            if store is not None:
-                stored.append(store)
-            if expert and not prev_expert:
-                starts.append(t)
-            mask = 0.0 if k == length - 1 else 1.0  # every episode ends in a termination
-            pending, prev_expert = rlif.Transition(t, float(expert), 0.0, t + 1, mask), expert
-            acted.append(expert)
-            t += 1
-        store = rlif.last_transition(pending, 0.99, terminal)
-        if store is not None:
-            stored.append(store)
-    return np.array(acted), stored, starts
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: two threads on two busy cores make the small fits here 10-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def test_always_firing_rule_never_chains_takeovers():
-    acted, stored, starts = simulate(lambda: True, [1000])  # one long episode, the rule fires at every check
-    assert acted.mean() <= 4 / 5 and abs(acted.mean() - 4 / 5) < 0.01  # E E E E L E E E E L ...
-    minus_one = [s for s in stored if s.rew == -1.0]
-    assert len(minus_one) == len(starts) - 1  # one -1 per takeover, except the one at the episode's first step
-    assert all(s.act == 0.0 and s.obs + 1 in starts for s in minus_one)  # the learner's step just before it
-    assert all(not acted[s - 1] for s in starts[1:])  # every takeover after t = 0 follows a learner step
-    # expert steps are stored only at a takeover's end (r = 0); the learner's other steps with r = 0
-    expert_stored = [s.obs for s in stored if s.act == 1.0]
-    assert expert_stored == [s + 3 for s in starts][:len(expert_stored)] and all(s.rew == 0.0 for s in stored if s.act == 1.0)
+class RecordingEnv(gym.Wrapper):
+    """Appends every step to `log` as (obs, action, next_obs, terminated, truncated)."""
+
+    def __init__(self, env, log):
+        super().__init__(env)
+        self.log, self.obs = log, None
+
+    def reset(self, **kwargs):
+        self.obs, info = self.env.reset(**kwargs)
+        return self.obs, info
+
+    def step(self, action):
+        next_obs, r, term, trunc, info = self.env.step(action)
+        self.log.append((self.obs.copy(), np.array(action, np.float32), next_obs.copy(), bool(term), bool(trunc)))
+        self.obs = next_obs
+        return next_obs, r, term, trunc, info
 
 
-def test_episode_ends_and_terminal_modes():
-    lengths = [7, 3, 12, 1, 9]
-    acted, stored, starts = simulate(lambda: True, lengths, terminal="drop")
-    firsts = np.cumsum([0] + lengths[:-1])
-    assert set(firsts) <= set(starts)  # the rule is checked at every episode's first step
-    assert sum(s.rew == -1.0 for s in stored) == len([s for s in starts if s not in firsts])
-    assert all(s.mask == 1.0 for s in stored)  # drop: the last transition (the termination) is never stored
-    _, penalty, _ = simulate(lambda: True, lengths, terminal="penalty")
-    _, zero, _ = simulate(lambda: True, lengths, terminal="zero")
-    for extra, r in ((penalty, -100.0), (zero, 0.0)):
-        ends = [s for s in extra if s.mask == 0.0]
-        assert len(ends) == len(lengths) and all(abs(s.rew - r) < 1e-9 for s in ends) and len(extra) == len(stored) + len(lengths)
+class Run:
+    """What main() did: env `steps`, its ReplayBuffers in creation order with every row added to each (`added`),
+    the reference critic's calls (step index, the two actions it scored) and the policy fit_qref() was given."""
+
+    def __init__(self, mp, *flags):
+        self.steps, self.buffers, self.qref_calls, self.qref_policy = [], [], [], None
+        real_make_env, run = rlif.make_env, self
+
+        class Buffer(rlif.ReplayBuffer):
+            def __init__(self, *a):
+                super().__init__(*a)
+                self.added = []
+                run.buffers.append(self)
+
+            def add(self, *row):
+                self.added.append(tuple(np.array(x, np.float32) for x in row))
+                super().add(*row)
+
+        class QRef(torch.nn.Module):  # Q_ref(s, a) = -|a - REF|_1: the rule fires for every action but REF's
+            def forward(self, obs, act):
+                run.qref_calls.append((len(run.steps), act.numpy().copy()))
+                return -(act - torch.as_tensor(REF)).abs().sum(-1)
+
+        def fit_qref(policy, env, *rest):
+            run.qref_policy = policy
+            return QRef(), 1.0, 0
+
+        mp.setattr(rlif, "make_env", lambda env_id, seed: lambda: RecordingEnv(real_make_env(env_id, seed)(), run.steps))
+        mp.setattr(rlif, "load_policy", lambda path: (lambda obs: MEDIUM.copy()) if "-medium-" in path else
+                   (lambda obs: REF.copy()))
+        mp.setattr(rlif, "fit_qref", fit_qref)
+        mp.setattr(rlif, "ReplayBuffer", Buffer)
+        mp.setattr(sys, "argv", ["rlif.py", *TINY, *flags])
+        assert rlif.main() == 0
+        self.expert = np.array([np.array_equal(s[1], MEDIUM) for s in self.steps])  # the expert acted each step
+        ends = [t + 1 for t, s in enumerate(self.steps) if s[3] or s[4]]
+        self.episodes = [list(range(a, b)) for a, b in zip([0] + ends, ends + [len(self.steps)]) if b > a]
 
 
-def test_random_model_is_a_coin_per_step():
-    rng = np.random.default_rng(0)
-    acted, stored, starts = simulate(lambda: bool(rng.random() < 0.5), [20000], takeover_steps=1, hand_back=False)
-    assert abs(acted.mean() - 0.5) < 0.02  # expert steps may follow each other: no hand-back
-    assert sum(s.rew == -1.0 for s in stored) == sum(~acted[:-1] & acted[1:])  # -1 where a learner step precedes one
-    never, stored0, _ = simulate(lambda: False, [50])
-    assert not never.any() and all(s.rew == 0.0 for s in stored0) and len(stored0) == 49
+def expected_rows(run, terminal="penalty", gamma=0.99):
+    """The official labels from who acted: a step is stored when the next one is taken, with 0 if the learner acts
+    then, -1 if the expert takes over after a learner step, not at all if the expert acts again; an episode's last
+    step labelled by --terminal once the episode has ended (never for the episode the budget cuts)."""
+    rows, E = [], run.expert
+    for ep in run.episodes:
+        for t, nxt in zip(ep, ep[1:]):
+            if not E[nxt] or not E[t]:
+                rows.append((t, 0.0 if not E[nxt] else -1.0))
+        obs, act, next_obs, term, trunc = run.steps[ep[-1]]
+        if (term or trunc) and terminal != "drop":
+            rows.append((ep[-1], -1 / (1 - gamma) if term and terminal == "penalty" else 0.0))
+    return [(s[0], s[1], np.float32(r), s[2], np.float32(1.0 - s[3])) for s, r in ((run.steps[t], r) for t, r in rows)]
+
+
+def assert_rows(added, want):
+    assert len(added) == len(want)
+    for i, (got, row) in enumerate(zip(added, want)):
+        assert all(np.array_equal(g, np.asarray(w, np.float32)) for g, w in zip(got, row)), f"row {i}: {got} != {row}"
+
+
+@pytest.fixture(scope="module")
+def value_run(tmp_path_factory):
+    """One value-model RLIF run (300 steps, no demos) shared by the tests that read it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("value_run"))
+        return Run(mp, "--demo-path", "none")
+
+
+def test_main_stores_what_the_official_loop_stores(value_run):
+    run = value_run
+    assert len(run.episodes) >= 4 and 0.5 < run.expert.mean() < 0.9  # Hopper falls: several episodes, both act
+    asked = {t for t, _ in run.qref_calls}
+    ends_in_takeover = 0
+    for ep in run.episodes:  # who acts: the rule at every episode's first step, 4-step takeovers, then a hand-back
+        left, prev = 0, False
+        for t in ep:
+            if left > 0:
+                assert run.expert[t] and t not in asked, t
+                left -= 1
+            elif prev:
+                assert not run.expert[t] and t not in asked, t  # the learner acts, unchecked
+            else:
+                assert t in asked, t
+                left = 3 if run.expert[t] else 0
+            prev = run.expert[t]
+        ends_in_takeover += bool(run.expert[ep[-1]])
+    assert ends_in_takeover >= 2  # episodes that end while the expert acts (the reset must clear the takeover)
+    want = expected_rows(run)
+    assert_rows(run.buffers[0].added, want)
+    labels = [row[2] for row in want]
+    assert labels.count(-1.0) >= 10 and labels.count(-100.0) >= 2  # -1 before takeovers, a penalty per fall
+    takeover_ends = [t for ep in run.episodes for t, n in zip(ep, ep[1:]) if run.expert[t] and not run.expert[n]]
+    step_of = {run.steps[t][0].astype(np.float32).tobytes(): t for t in range(len(run.steps))}
+    stored = {step_of[row[0].tobytes()]: row[2] for row in run.buffers[0].added}
+    assert len(takeover_ends) >= 10 and all(stored[t] == 0.0 for t in takeover_ends)  # each takeover's last step
+
+
+def test_value_model_scores_the_reference_action_with_the_reference_critic(value_run):
+    run = value_run
+    assert np.array_equal(run.qref_policy(run.steps[0][0]), REF)  # Q_ref fitted on the reference (expert) policy
+    assert len(run.qref_calls) >= 20
+    for t, acts in run.qref_calls:  # (a_learner, a_ref) at every check
+        assert np.array_equal(acts[1], REF) and not np.array_equal(acts[0], MEDIUM), t
+        if not run.expert[t]:
+            assert np.array_equal(acts[0], run.steps[t][1]), t  # the learner's action, the one it then took
+
+
+def test_random_model_is_a_coin_at_every_step(in_tmp, monkeypatch):
+    run = Run(monkeypatch, "--intervention", "random", "--intervene-prob", "0.7", "--demo-path", "none")
+    assert run.qref_policy is None and not run.qref_calls  # no reference critic
+    assert abs(run.expert.mean() - 0.7) < 0.1  # no takeovers, no hand-back: the expert acts ~70% of the steps
+    assert (run.expert[1:] & run.expert[:-1]).sum() > 100
+    assert_rows(run.buffers[0].added, expected_rows(run))
+
+
+def test_baselines_label_with_the_expert_and_demos_are_relabelled(in_tmp, monkeypatch):
+    demos = np.load(os.path.join(DATA, "Hopper-v4-medium.npz"))
+    n_demo, fall = len(demos["rewards"]), demos["terminations"] == 1.0
+    run = Run(monkeypatch, "--algo", "dagger")
+    buffer, labels = run.buffers
+    assert not run.expert.any()  # the learner always acts
+    rew, mask = np.array([r[2] for r in buffer.added[:n_demo]]), np.array([r[4] for r in buffer.added[:n_demo]])
+    assert np.array_equal(rew, np.where(fall, -100.0, 0.0)) and np.array_equal(mask, 1.0 - fall)  # never env reward
+    assert_rows(buffer.added[n_demo:], expected_rows(run))  # RLIF's rows are kept too (unused by BC)
+    clipped = np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5).astype(np.float32)
+    assert np.array_equal(np.array([r[1] for r in labels.added[:n_demo]]), clipped)
+    want = [(o, MEDIUM, 0.0, n, 1.0 - term) for o, _, n, term, _ in run.steps]  # the expert's label of every state
+    assert_rows(labels.added[n_demo:], want)
+
+
+def test_step_decision_one_step_at_a_time():
+    p = rlif.Transition(np.zeros(2), np.ones(2), 0.0, np.ones(2), 1.0)
+    asked = []
+
+    def rule(answer):
+        return lambda: asked.append(answer) or answer
+
+    def step(prev_expert, takeover_left, answer, hand_back=True, pending=p):
+        return rlif.step_decision(pending, prev_expert, takeover_left, rule(answer), 4 if hand_back else 1, hand_back)
+
+    assert step(True, 2, False) == (True, 1, None) and not asked  # a takeover goes on; the expert's step not stored
+    expert, left, store = step(True, 0, True)  # the takeover ended: the learner acts, unchecked
+    assert (expert, left, store.rew) == (False, 0, 0.0) and store.obs is p.obs and not asked  # the last expert step
+    expert, left, store = step(False, 0, True)  # the rule fires after a learner step: -1 on that step
+    assert (expert, left, store.rew) == (True, 3, -1.0) and asked == [True]
+    expert, left, store = step(False, 0, False)
+    assert (expert, left, store.rew) == (False, 0, 0.0)
+    assert step(False, 0, True, pending=None) == (True, 3, None)  # an episode's first step: nothing to store
+    assert step(True, 0, True, hand_back=False) == (True, 0, None)  # random model: the expert may act again
+    assert step(True, 0, False, hand_back=False)[2].rew == 0.0
 
 
 def test_terminal_label_makes_a_fall_worse_than_any_correction():
@@ -80,13 +209,81 @@ def test_terminal_label_makes_a_fall_worse_than_any_correction():
     # an expert correcting at every step forever is worth sum_t gamma^t (-1) = -100: a fall is never better
     assert fall <= -sum(gamma**t for t in range(5000))
     assert rlif.terminal_label(0.0, gamma, "zero") == 0.0 == rlif.terminal_label(0.0, gamma, "drop")
+    p = rlif.Transition(np.zeros(2), np.ones(2), 0.0, np.ones(2), 0.0)
+    assert rlif.last_transition(p, gamma, "drop") is None and rlif.last_transition(p, gamma, "penalty").rew == fall
 
 
 def test_value_rule_probabilities():
     u = np.random.default_rng(0).random(20000)
     fired = np.mean([rlif.should_intervene(0.5, 1.0, 0.99, 0.95, x) for x in u])  # 0.5 < 0.99 * 1.0: the rule fires
     quiet = np.mean([rlif.should_intervene(1.0, 1.0, 0.99, 0.95, x) for x in u])  # learner as good as the expert
-    assert abs(fired - 0.95) < 0.01 and abs(quiet - 0.05) < 0.01
+    close = np.mean([rlif.should_intervene(0.995, 1.0, 0.99, 0.95, x) for x in u])  # within alpha: it does not fire
+    assert abs(fired - 0.95) < 0.01 and abs(quiet - 0.05) < 0.01 and abs(close - 0.05) < 0.01
+    assert np.mean([rlif.random_intervention(x, 0.7) for x in u]) == pytest.approx(0.7, abs=0.01)
+
+
+class Countdown(gym.Env):
+    """Reward 1 at every step, terminated after 10 steps; the observation is the step count."""
+    observation_space = gym.spaces.Box(0, 10, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t, np.float32), 1.0, self.t == 10, False, {}
+
+
+def test_fit_qref_regresses_discounted_returns_to_go():
+    torch.manual_seed(0)
+    q, r2, n = rlif.fit_qref(lambda o: np.zeros(1, np.float32), Countdown(), episodes=2, steps=300, gamma=0.9, seed=0)
+    t = np.arange(10)
+    returns = (1 - 0.9 ** (10 - t)) / (1 - 0.9)  # sum_{k < 10 - t} 0.9^k from step t on
+    with torch.no_grad():
+        fit = q(torch.as_tensor(t[:, None], dtype=torch.float32), torch.zeros(10, 1)).numpy()
+    assert n == 20 and r2 > 0.95 and np.abs(fit - returns).max() < 0.5
+
+
+def test_bc_loss_is_the_squared_error_of_the_deterministic_action():
+    torch.manual_seed(0)
+    actor = rlif.Actor(4, 2, 16, np.full(2, -1.0), np.full(2, 1.0), num_layers=1)
+    obs = torch.randn(64, 4)
+    with torch.no_grad():
+        mean_action = actor(obs, deterministic=True)[0]
+        assert rlif.bc_loss(actor, obs, mean_action).item() < 1e-10
+        assert rlif.bc_loss(actor, obs, mean_action + 0.1).item() == pytest.approx(2 * 0.01, rel=1e-4)
+
+
+def test_critic_update_bootstraps_only_through_mask_1():
+    torch.manual_seed(0)
+    actor = rlif.Actor(3, 1, 16, np.full(1, -1.0), np.full(1, 1.0), num_layers=1)
+    critic, target = (rlif.CriticEnsemble(3, 1, 2, 16, True, 1) for _ in range(2))
+    target.load_state_dict(critic.state_dict())
+    args = type("A", (), {"num_min_qs": 2, "gamma": 0.99, "tau": 0.005, "backup_entropy": False})
+    b = {"observations": torch.randn(8, 3), "actions": torch.rand(8, 1), "rewards": torch.randn(8),
+         "next_observations": torch.randn(8, 3), "masks": torch.tensor([0.0, 1.0] * 4)}
+    torch.manual_seed(1)
+    with torch.no_grad():
+        next_a, _ = actor(b["next_observations"])
+        y = b["rewards"][:, None] + 0.99 * b["masks"][:, None] * target(b["next_observations"], next_a).min(0).values
+        want = ((critic(b["observations"], b["actions"]) - y) ** 2).mean()
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    torch.manual_seed(1)
+    loss, _ = rlif.critic_update(critic, target, actor, opt, list(critic.parameters()), list(target.parameters()), b,
+                                 torch.tensor(1.0), args)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_defaults_are_the_official_config():
+    """configs/rlpd_config.py and train_rlif_main.py: 3 x 256, E = 10, Z = 2, LayerNorm, no entropy backup, UTD 1,
+    start_training 0, batch 256, offline ratio 0; beta 0.95, takeovers of 4 steps."""
+    a = rlif.Args()
+    assert (a.num_layers, a.hidden, a.num_qs, a.num_min_qs, a.critic_layer_norm, a.backup_entropy) == (3, 256, 10, 2,
+                                                                                                       True, False)
+    assert (a.utd, a.start_training, a.batch_size, a.offline_ratio, a.gamma) == (1, 0, 256, 0.0, 0.99)
+    assert (a.intervene_beta, a.takeover_steps, a.intervene_prob) == (0.95, 4, 0.5)
 
 
 def test_reference_critic_prefers_expert_actions():
@@ -104,26 +301,27 @@ def test_reference_critic_prefers_expert_actions():
 
 
 def run_cli(tmp, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "rlif.py"), "--total-timesteps", "400", "--start-training", "100", "--utd", "1",
-           "--num-qs", "2", "--hidden", "32", "--eval-every", "400", "--eval-episodes", "1", "--qref-episodes", "2", "--qref-steps", "100",
-           "--bc-every", "200", "--bc-updates", "20", *extra]
+    cmd = [sys.executable, os.path.join(ROOT, "rlif.py"), "--total-timesteps", "400", "--start-training", "100",
+           "--utd", "1", "--num-qs", "2", "--hidden", "32", "--eval-every", "400", "--eval-episodes", "1",
+           "--qref-episodes", "2", "--qref-steps", "100", "--bc-every", "200", "--bc-updates", "20", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp)
 
 
 def test_cli_all_three_algorithms(in_tmp):
-    for extra in (["--algo", "rlif", "--terminal", "drop", "--offline-ratio", "0.5"], ["--algo", "hg-dagger", "--intervention", "random"],
-                  ["--algo", "dagger"]):
+    for extra in (["--algo", "rlif", "--terminal", "drop", "--offline-ratio", "0.5"],
+                  ["--algo", "hg-dagger", "--intervention", "random"], ["--algo", "dagger"]):
         out = run_cli(in_tmp, *extra)
         assert out.returncode == 0, out.stderr[-2000:]
-        takeovers, expert_steps, minus_one = (int(x) for x in re.findall(r"takeovers (\d+), expert steps (\d+) of 400, -1 labels (\d+)",
-                                                                            out.stdout)[0])
+        takeovers, expert_steps, minus_one = (int(x) for x in re.findall(
+            r"takeovers (\d+), expert steps (\d+) of 400, -1 labels (\d+)", out.stdout)[0])
         assert minus_one <= takeovers and (takeovers > 0) == (extra[1] != "dagger")
-        assert re.search(r"reference policy \(a_ref, Q_ref\): \S*Hopper-v4-expert-policy.npz", out.stdout)  # medium intervenes
+        assert re.search(r"reference policy \(a_ref, Q_ref\): \S*Hopper-v4-expert-policy.npz", out.stdout)
+        assert "eval/success" not in out.stdout + out.stderr  # MuJoCo: no success flag, none shown
     runs = sorted(glob.glob(str(in_tmp / "runs" / "*")))
     assert len(runs) == 3 and all(os.path.exists(os.path.join(r, "model.pt")) for r in runs)
     for r in runs:
         rows = open(os.path.join(r, "metrics.csv")).read()
-        assert "charts/intervention_rate" in rows and "eval/return" in rows
+        assert "charts/intervention_rate" in rows and "eval/return" in rows and "eval/success" not in rows
 
 
 def test_cli_bad_input_is_one_sentence(in_tmp):

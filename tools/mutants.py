@@ -110,7 +110,50 @@ RLPD = [
 
 
 # ---- rlif.py ----
+RLIF_MAIN = "tests/test_rlif.py::test_main_stores_what_the_official_loop_stores"
+RLIF_STEP = "tests/test_rlif.py::test_step_decision_one_step_at_a_time"
 RLIF = [
+    M("rlif.py", "takeover-last-step-dropped", "reward labels: a takeover's last expert step is stored (r = 0)",
+      "store = None if pending is None or label is None else",
+      "store = None if pending is None or label is None or prev_expert else", (RLIF_MAIN, RLIF_STEP)),
+    M("rlif.py", "minus-one-label-lost", "reward labels: -1 on the learner step before a takeover",
+      "(-1.0 if not prev_expert else None)", "(0.0 if not prev_expert else None)", (RLIF_MAIN, RLIF_STEP)),
+    M("rlif.py", "no-hand-back", "takeover: after 4 expert steps the learner acts one step unchecked",
+      "elif prev_expert and hand_back:", "elif False:", (RLIF_MAIN, RLIF_STEP)),
+    M("rlif.py", "value-rule-without-alpha", "value rule: Q_ref(s, a_l) < alpha Q_ref(s, a_ref) (should_intervene)",
+      "q_learner < alpha * q_ref", "q_learner < q_ref",
+      ("tests/test_rlif.py::test_value_rule_probabilities",)),
+    M("rlif.py", "a-ref-from-intervening-expert", "value rule: a_ref is the reference (expert) policy's action",
+      "np.stack([a_l, ref_act(obs)])", "np.stack([a_l, expert_act(obs)])",
+      ("tests/test_rlif.py::test_value_model_scores_the_reference_action_with_the_reference_critic",)),
+    M("rlif.py", "qref-fitted-on-intervening-expert", "reference agent: Q_ref from the reference policy (fit_qref)",
+      "fit_qref(ref_act, make_env(", "fit_qref(expert_act, make_env(",
+      ("tests/test_rlif.py::test_value_model_scores_the_reference_action_with_the_reference_critic",)),
+    M("rlif.py", "random-model-hands-back", "random model: a coin every step, no takeover length, no hand-back",
+      'hand_back = args.intervention == "value"', "hand_back = True",
+      ("tests/test_rlif.py::test_random_model_is_a_coin_at_every_step",)),
+    M("rlif.py", "random-coin-flipped", "random model: the expert acts with probability p (random_intervention)",
+      "return u < prob", "return u < 1.0 - prob",
+      ("tests/test_rlif.py::test_random_model_is_a_coin_at_every_step",
+       "tests/test_rlif.py::test_value_rule_probabilities")),
+    M("rlif.py", "episode-end-keeps-pending", "main(): at an episode end the pending step is stored once, then cleared",
+      "pending, prev_expert, takeover_left = None, False, 0", "prev_expert, takeover_left = False, 0", (RLIF_MAIN,)),
+    M("rlif.py", "episode-end-drops-last-transition", "terminations: main() stores the last transition (--terminal)",
+      "last_transition(pending, args.gamma, args.terminal)", 'last_transition(pending, args.gamma, "drop")', (RLIF_MAIN,)),
+    M("rlif.py", "qref-not-monte-carlo", "Q_ref: regression on discounted returns to go (fit_qref)",
+      "ret[t] = rews[t] + gamma * ret[t + 1]", "ret[t] = rews[t]",
+      ("tests/test_rlif.py::test_fit_qref_regresses_discounted_returns_to_go",)),
+    M("rlif.py", "critic-update-ignores-masks", "RLPD's SAC step: y bootstraps through mask 1 only (critic_update)",
+      'y = td_target(b["rewards"], b["masks"],', 'y = td_target(b["rewards"], torch.ones_like(b["masks"]),',
+      ("tests/test_rlif.py::test_critic_update_bootstraps_only_through_mask_1",
+       "tests/test_rlif.py::test_update_steps_are_rlpds_word_for_word")),
+    M("rlif.py", "bc-loss-sampled-action", "DAgger family: BC on the deterministic action (bc_loss)",
+      "actor(obs, deterministic=True)[0] - act", "actor(obs, deterministic=False)[0] - act",
+      ("tests/test_rlif.py::test_bc_loss_is_the_squared_error_of_the_deterministic_action",)),
+    M("rlif.py", "ensemble-of-2", "networks: 3 x 256, E = 10, Z = 2, LayerNorm, no entropy backup",
+      "num_qs: int = 10", "num_qs: int = 2", ("tests/test_rlif.py::test_defaults_are_the_official_config",)),
+    M("rlif.py", "batch-128", "start_training, batch: 0, 256",
+      "batch_size: int = 256", "batch_size: int = 128", ("tests/test_rlif.py::test_defaults_are_the_official_config",)),
 ]
 
 
