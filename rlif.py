@@ -1,8 +1,9 @@
 """RLIF: off-policy RL whose only reward is the expert's intervention, with HG-DAgger / DAgger baselines.
 
 Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforcement Learning", ICLR 2024,
-arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD (rlpd.py, same code):
-`diff rlpd.py rlif.py` shows what RLIF adds. How this file differs from the official code: the table at the end.
+arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD: rlpd.py's code word for word,
+after the shared helpers at the end of this file, so what RLIF adds comes first. How this file differs from the
+official code: the fidelity table at the very end.
 
 Setting (Sec. 4): an expert watches the learner and takes over; the env's reward is never learnt from (only logged as
 charts/episodic_return and eval/return). Paper -> code:
@@ -100,132 +101,6 @@ class Args:
         if self.takeover_steps < 1 or not 0.0 <= self.intervene_prob <= 1.0:
             raise SystemExit(f"--takeover-steps must be >= 1 and --intervene-prob in [0, 1] (got "
                              f"{self.takeover_steps}, {self.intervene_prob}).")
-
-
-# ---- networks ----
-class EnsembleLinear(nn.Module):
-    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
-
-    def __init__(self, num_members, inp, out):
-        super().__init__()
-        bound = 1 / np.sqrt(inp)
-        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num_members, 1, out).uniform_(-bound, bound))
-
-    def forward(self, x):
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleLayerNorm(nn.Module):
-    """LayerNorm over features with a separate affine per member: (E, B, h) -> (E, B, h)."""
-
-    def __init__(self, num_members, h):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_members, 1, h))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, h))
-
-    def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-class CriticEnsemble(nn.Module):
-    """E critics Q_i(s, a), each (Dense -> LayerNorm -> ReLU) x num_layers -> Dense(1), in one batched module."""
-
-    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True, num_layers=3):
-        super().__init__()
-        self.num_qs = num_qs
-        norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
-        layers, inp = [], obs_dim + act_dim
-        for _ in range(num_layers):
-            layers += [EnsembleLinear(num_qs, inp, hidden), norm(), nn.ReLU()]
-            inp = hidden
-        self.net = nn.Sequential(*layers, EnsembleLinear(num_qs, hidden, 1))
-
-    def forward(self, obs, act):
-        x = torch.cat([obs, act], -1)
-        return self.net(x.unsqueeze(0).expand(self.num_qs, *x.shape))  # (E, B, 1)
-
-
-class Actor(nn.Module):
-    """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
-
-    def __init__(self, obs_dim, act_dim, hidden, low, high, num_layers=3):
-        super().__init__()
-        dims = [obs_dim] + [hidden] * num_layers
-        self.trunk = nn.Sequential(*[m for i in range(num_layers) for m in (nn.Linear(dims[i], hidden), nn.ReLU())])
-        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
-        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
-        self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
-
-    def forward(self, obs, deterministic=False):
-        """Returns (action, log pi(action|obs) of shape (B, 1))."""
-        h = self.trunk(obs)
-        mean, log_std = self.mean(h), self.log_std(h).clamp(-20, 2)
-        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
-        a = torch.tanh(u)
-        log_det = torch.log(self.scale * (1 - a.pow(2)) + 1e-6)  # log |d action / d u| of the squash and rescale
-        logp = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - log_det
-        return a * self.scale + self.center, logp.sum(-1, keepdim=True)
-
-
-# ---- RLPD's losses (pure functions; tests call them) and update steps (rlpd.py's, word for word) ----
-def subset_min_target(q_next: torch.Tensor, num_min_qs: int, generator=None) -> torch.Tensor:
-    """min over a random subset (without replacement) of num_min_qs of the E target values: (E, B, 1) -> (B, 1)."""
-    idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]
-    return q_next[idx].min(0).values
-
-
-def td_target(rew, mask, q_next_min, next_logp, alpha, gamma, backup_entropy):
-    """y = r + gamma * mask * (min-subset Q'(s', a') - alpha log pi(a'|s') [if backup_entropy]); (B, 1)."""
-    v = q_next_min - alpha * next_logp if backup_entropy else q_next_min
-    return rew.unsqueeze(-1) + gamma * mask.unsqueeze(-1) * v
-
-
-def critic_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the E critics and the batch of (Q_i - y)^2; qs (E, B, 1), target (B, 1)."""
-    return ((qs - target.unsqueeze(0)) ** 2).mean()
-
-
-def actor_loss(qs_pi: torch.Tensor, logp: torch.Tensor, alpha) -> torch.Tensor:
-    """E[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ]; qs_pi (E, B, 1), logp (B, 1)."""
-    return (alpha * logp - qs_pi.mean(0)).mean()
-
-
-def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """alpha * (entropy - target_entropy), entropy estimated as -log pi: lowers alpha when entropy is high."""
-    return (log_alpha.exp() * (-logp.detach() - target_entropy)).mean()
-
-
-def critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args):
-    """Eq. (TD) of SAC with RLPD's subset-min target on one minibatch b, one Adam step on the E critics, then Polyak
-    of every target parameter in one foreach op. Returns (loss, mean Q) as tensors: no host sync outside logging."""
-    with torch.no_grad():
-        next_a, next_logp = actor(b["next_observations"])
-        q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
-        y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
-    qs = critic(b["observations"], b["actions"])
-    loss = critic_loss(qs, y)
-    critic_opt.zero_grad()
-    loss.backward()
-    critic_opt.step()
-    with torch.no_grad():
-        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)
-    return loss.detach(), qs.detach().mean()
-
-
-def actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy):
-    """One actor step (mean over the ensemble) and one temperature step; returns (actor loss, temperature loss,
-    mean log pi) as tensors. The critics' gradients from this step are cleared by the next critic step."""
-    a_pi, logp = actor(obs)
-    a_loss = actor_loss(critic(obs, a_pi), logp, alpha)
-    actor_opt.zero_grad()
-    a_loss.backward()
-    actor_opt.step()
-    t_loss = temperature_loss(log_alpha, logp, target_entropy)
-    temp_opt.zero_grad()
-    t_loss.backward()
-    temp_opt.step()
-    return a_loss.detach(), t_loss.detach(), logp.detach().mean()
 
 
 # ---- RLIF: who acts and what is stored, the intervention models, the reference critic (tests call them) ----
@@ -327,48 +202,6 @@ def fit_qref(expert_act, env, episodes, steps, gamma, seed):
 def bc_loss(actor, obs, act):
     """DAgger family: squared error between the deterministic action and the expert's label; scalar."""
     return ((actor(obs, deterministic=True)[0] - act) ** 2).sum(-1).mean()
-
-
-# ---- data: the replay buffer and its minibatches ----
-class ReplayBuffer:
-    """Online transitions in preallocated numpy arrays (mask = 1 - termination)."""
-
-    def __init__(self, obs_dim, act_dim, capacity):
-        self.obs, self.next_obs = np.zeros((capacity, obs_dim), np.float32), np.zeros((capacity, obs_dim), np.float32)
-        self.act = np.zeros((capacity, act_dim), np.float32)
-        self.rew, self.mask = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
-        self.capacity, self.ptr, self.size = capacity, 0, 0
-
-    def add(self, obs, act, rew, next_obs, mask):
-        i = self.ptr
-        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.mask[i] = obs, act, rew, next_obs, mask
-        self.ptr, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
-
-    def arrays(self):
-        n = self.size
-        return {"observations": self.obs[:n], "actions": self.act[:n], "rewards": self.rew[:n],
-                "next_observations": self.next_obs[:n], "masks": self.mask[:n]}
-
-
-def demo_arrays(demos):
-    """Offline data in the buffer's layout: masks from terminations only; actions clipped to +-(1 - 1e-5)."""
-    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
-            "rewards": demos["rewards"], "next_observations": demos["next_observations"],
-            "masks": 1.0 - demos["terminations"]}
-
-
-def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
-    """utd minibatches at once, shape (utd, batch_size, ...): in every slice the first round(offline_ratio *
-    batch_size) rows come from `offline`, the rest from `online` (symmetric sampling). `is_offline` marks them."""
-    n_off = int(round(offline_ratio * batch_size)) if offline is not None else 0
-    parts = []
-    for src, n in ((offline, n_off), (online, batch_size - n_off)):
-        if n == 0:
-            continue
-        idx = rng.integers(0, len(src["rewards"]), size=(utd, n))
-        is_offline = np.full((utd, n), src is offline, np.float32)
-        parts.append({k: v[idx] for k, v in src.items()} | {"is_offline": is_offline})
-    return {k: torch.as_tensor(np.concatenate([p[k] for p in parts], axis=1)) for k in parts[0]}
 
 
 def main():
@@ -753,6 +586,176 @@ class Logger:
         print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
         return self.exit_code
 # ---- end shared ----
+
+
+# ==== RLPD's agent: rlpd.py's networks, losses, update steps and data, word for word (tests check it) ====
+
+# ---- networks ----
+class EnsembleLinear(nn.Module):
+    """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
+
+    def __init__(self, num_members, inp, out):
+        super().__init__()
+        bound = 1 / np.sqrt(inp)
+        self.weight = nn.Parameter(torch.empty(num_members, inp, out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out).uniform_(-bound, bound))
+
+    def forward(self, x):
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine per member: (E, B, h) -> (E, B, h)."""
+
+    def __init__(self, num_members, h):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, 1, h))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, h))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class CriticEnsemble(nn.Module):
+    """E critics Q_i(s, a), each (Dense -> LayerNorm -> ReLU) x num_layers -> Dense(1), in one batched module."""
+
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True, num_layers=3):
+        super().__init__()
+        self.num_qs = num_qs
+        norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
+        layers, inp = [], obs_dim + act_dim
+        for _ in range(num_layers):
+            layers += [EnsembleLinear(num_qs, inp, hidden), norm(), nn.ReLU()]
+            inp = hidden
+        self.net = nn.Sequential(*layers, EnsembleLinear(num_qs, hidden, 1))
+
+    def forward(self, obs, act):
+        x = torch.cat([obs, act], -1)
+        return self.net(x.unsqueeze(0).expand(self.num_qs, *x.shape))  # (E, B, 1)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian, state-dependent log std clipped to [-20, 2]; actions rescaled to the env's box."""
+
+    def __init__(self, obs_dim, act_dim, hidden, low, high, num_layers=3):
+        super().__init__()
+        dims = [obs_dim] + [hidden] * num_layers
+        self.trunk = nn.Sequential(*[m for i in range(num_layers) for m in (nn.Linear(dims[i], hidden), nn.ReLU())])
+        self.mean, self.log_std = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("center", torch.as_tensor((high + low) / 2, dtype=torch.float32))
+
+    def forward(self, obs, deterministic=False):
+        """Returns (action, log pi(action|obs) of shape (B, 1))."""
+        h = self.trunk(obs)
+        mean, log_std = self.mean(h), self.log_std(h).clamp(-20, 2)
+        u = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        a = torch.tanh(u)
+        log_det = torch.log(self.scale * (1 - a.pow(2)) + 1e-6)  # log |d action / d u| of the squash and rescale
+        logp = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - log_det
+        return a * self.scale + self.center, logp.sum(-1, keepdim=True)
+
+
+# ---- RLPD's losses (pure functions; tests call them) and update steps (rlpd.py's, word for word) ----
+def subset_min_target(q_next: torch.Tensor, num_min_qs: int, generator=None) -> torch.Tensor:
+    """min over a random subset (without replacement) of num_min_qs of the E target values: (E, B, 1) -> (B, 1)."""
+    idx = torch.randperm(q_next.shape[0], generator=generator)[:num_min_qs]
+    return q_next[idx].min(0).values
+
+
+def td_target(rew, mask, q_next_min, next_logp, alpha, gamma, backup_entropy):
+    """y = r + gamma * mask * (min-subset Q'(s', a') - alpha log pi(a'|s') [if backup_entropy]); (B, 1)."""
+    v = q_next_min - alpha * next_logp if backup_entropy else q_next_min
+    return rew.unsqueeze(-1) + gamma * mask.unsqueeze(-1) * v
+
+
+def critic_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the E critics and the batch of (Q_i - y)^2; qs (E, B, 1), target (B, 1)."""
+    return ((qs - target.unsqueeze(0)) ** 2).mean()
+
+
+def actor_loss(qs_pi: torch.Tensor, logp: torch.Tensor, alpha) -> torch.Tensor:
+    """E[ alpha log pi(a~|s) - mean_i Q_i(s, a~) ]; qs_pi (E, B, 1), logp (B, 1)."""
+    return (alpha * logp - qs_pi.mean(0)).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """alpha * (entropy - target_entropy), entropy estimated as -log pi: lowers alpha when entropy is high."""
+    return (log_alpha.exp() * (-logp.detach() - target_entropy)).mean()
+
+
+def critic_update(critic, target_critic, actor, critic_opt, critic_params, target_params, b, alpha, args):
+    """Eq. (TD) of SAC with RLPD's subset-min target on one minibatch b, one Adam step on the E critics, then Polyak
+    of every target parameter in one foreach op. Returns (loss, mean Q) as tensors: no host sync outside logging."""
+    with torch.no_grad():
+        next_a, next_logp = actor(b["next_observations"])
+        q_next = subset_min_target(target_critic(b["next_observations"], next_a), args.num_min_qs)
+        y = td_target(b["rewards"], b["masks"], q_next, next_logp, alpha, args.gamma, args.backup_entropy)
+    qs = critic(b["observations"], b["actions"])
+    loss = critic_loss(qs, y)
+    critic_opt.zero_grad()
+    loss.backward()
+    critic_opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, critic_params, args.tau)  # target <- target + tau (online - target)
+    return loss.detach(), qs.detach().mean()
+
+
+def actor_temperature_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy):
+    """One actor step (mean over the ensemble) and one temperature step; returns (actor loss, temperature loss,
+    mean log pi) as tensors. The critics' gradients from this step are cleared by the next critic step."""
+    a_pi, logp = actor(obs)
+    a_loss = actor_loss(critic(obs, a_pi), logp, alpha)
+    actor_opt.zero_grad()
+    a_loss.backward()
+    actor_opt.step()
+    t_loss = temperature_loss(log_alpha, logp, target_entropy)
+    temp_opt.zero_grad()
+    t_loss.backward()
+    temp_opt.step()
+    return a_loss.detach(), t_loss.detach(), logp.detach().mean()
+
+
+# ---- data: the replay buffer and its minibatches ----
+class ReplayBuffer:
+    """Online transitions in preallocated numpy arrays (mask = 1 - termination)."""
+
+    def __init__(self, obs_dim, act_dim, capacity):
+        self.obs, self.next_obs = np.zeros((capacity, obs_dim), np.float32), np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew, self.mask = np.zeros(capacity, np.float32), np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
+
+    def add(self, obs, act, rew, next_obs, mask):
+        i = self.ptr
+        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.mask[i] = obs, act, rew, next_obs, mask
+        self.ptr, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def arrays(self):
+        n = self.size
+        return {"observations": self.obs[:n], "actions": self.act[:n], "rewards": self.rew[:n],
+                "next_observations": self.next_obs[:n], "masks": self.mask[:n]}
+
+
+def demo_arrays(demos):
+    """Offline data in the buffer's layout: masks from terminations only; actions clipped to +-(1 - 1e-5)."""
+    return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
+            "rewards": demos["rewards"], "next_observations": demos["next_observations"],
+            "masks": 1.0 - demos["terminations"]}
+
+
+def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
+    """utd minibatches at once, shape (utd, batch_size, ...): in every slice the first round(offline_ratio *
+    batch_size) rows come from `offline`, the rest from `online` (symmetric sampling). `is_offline` marks them."""
+    n_off = int(round(offline_ratio * batch_size)) if offline is not None else 0
+    parts = []
+    for src, n in ((offline, n_off), (online, batch_size - n_off)):
+        if n == 0:
+            continue
+        idx = rng.integers(0, len(src["rewards"]), size=(utd, n))
+        is_offline = np.full((utd, n), src is offline, np.float32)
+        parts.append({k: v[idx] for k, v in src.items()} | {"is_offline": is_offline})
+    return {k: torch.as_tensor(np.concatenate([p[k] for p in parts], axis=1)) for k in parts[0]}
 
 
 # Fidelity to the official code (pd-perry/RLIF; train_rlif_main.py = examples/train_rlif_main.py, config =
