@@ -6,6 +6,7 @@ import sys
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
@@ -14,6 +15,15 @@ from conftest import ROOT
 from template import load_policy
 
 POLICY = os.path.join(ROOT, "data", "Hopper-v4-expert-policy.npz")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread: on a loaded shared CPU, two threads made the PPO test 16 times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_real_env_passes_the_checker_and_differs():
@@ -81,11 +91,7 @@ def test_short_ppo_lowers_one_step_tracking_error(tmp_path, monkeypatch):
     before, _ = A.open_loop_error("Hopper-v4", held, 1, stride=1)
     A.ppo(fns, delta, A.critic_net(14), 16_384, args, NoLog(), "delta")
 
-    def delta_fn(o, a):
-        with torch.no_grad():
-            return delta.mean(torch.as_tensor(np.concatenate([o, a]), dtype=torch.float32)).numpy()
-
-    after, _ = A.open_loop_error("Hopper-v4", held, 1, delta_fn=delta_fn, stride=1)
+    after, _ = A.open_loop_error("Hopper-v4", held, 1, delta_model=delta, stride=1)
     assert after < 0.8 * before, (before, after)
 
 
