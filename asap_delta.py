@@ -618,22 +618,39 @@ class Logger:
 # |---|---|---|---|
 # | robot, "real" | Unitree G1; IsaacGym -> IsaacSim/Genesis, real robot | MuJoCo Hopper, "real" = changed mass / gear /
 #   friction / delay (PhysicsGap) | runs on a CPU; sim-to-sim as the paper's own checks |
-# | delta model inputs | sim obs + real action (envs/delta_a/delta_a_open_loop.py) | sim obs + real action to be
-#   applied next | - |
+# | delta model inputs | actor_obs: base height, foot contact forces, base linear and angular velocity, projected
+#   gravity, joint positions and velocities, its own previous action (`actions`) and the real action
+#   (`actions_open_loop`) (config/obs/delta_a/open_loop.yaml, envs/delta_a/delta_a_open_loop.py) | the hopper's sim
+#   observation (root height and pitch, joint angles, all velocities) + the real action to be applied next; no foot
+#   contact forces, no previous delta action | not tried: the benchmark ran with these inputs; without its previous
+#   action the delta actor cannot see what the official form's action-rate term penalises |
 # | falls in the delta env | never terminate (terminate_by_* False, config/env/delta_a_open_loop.yaml) | never
 #   terminate, only truncate | - |
-# | delta reward | exp-kernel tracking of body/joint pos and vel, action rate -0.01, -0.1 (exp(norm a) - 1)
-#   (config/rewards/motion_tracking/delta_a/reward_delta_a_openloop.yaml, README command) | default -state error -
-#   0.1 norm(delta)^2; --delta-reward official gives the official form mapped to the hopper (root z/pitch = body
-#   position, sigma 0.03; joints sigma 1) | a hopper has no body keypoints; the default is the simpler form the
-#   benchmark was first run with; the official form is offered, not benchmarked |
+# | delta reward | config/rewards/motion_tracking/delta_a/reward_delta_a_openloop.yaml + README command: exp-kernel
+#   tracking of body position (extended bodies) 1.0 (sigma 0.03 upper / 0.1 lower body), VR 3 points 1.0, feet
+#   position 1.0, body rotation 0.5, body angular velocity 0.5, body velocity 0.5, joint position 0.5, joint velocity
+#   0.5 (sigma 1); penalties: action rate -0.01, dof position limits -10, dof velocity limits -5, torque limits -0.1,
+#   termination -200, torques 0, minimal action norm -0.1 (exp(norm a) - 1) (0 in the yaml, -0.1 in the README
+#   command) | default: -state error - 0.1 norm(delta)^2. --delta-reward official uses body position (root z and
+#   pitch, weight 1, sigma 0.03), body velocity and angular velocity as one root term (0.5, sigma 1), joint position
+#   and velocity (0.5 each, sigma 1), action rate -0.01, minimal action norm -0.1; not used: VR points, feet
+#   position, body rotation (the pitch is in the position term), the dof / torque limit penalties, termination (falls
+#   do not terminate) | a hopper has no body keypoints, VR points or feet frames, and MuJoCo enforces its joint
+#   ranges; the default is the simpler form the benchmark was first run with; the official form is offered, not
+#   benchmarked |
 # | episode horizon | max_episode_length_s=1.0 (README command) | --delta-horizon 10 steps = 0.08 s (Hopper dt
 #   0.008); --delta-horizon 125 gives 1 s | the benchmark keeps the 10 steps it was first run with; 1 s is not
 #   benchmarked |
 # | delta critic | asymmetric: critic_obs adds the reference (real) body positions and their difference
 #   (config/obs/delta_a/open_loop.yaml) | the actor's observation, normalised | not added for lack of time; the real
 #   next state would be the hopper's reference |
-# | RL algorithm | PPO | PPO (GAE, clip 0.2, reward scaling) | - |
+# | RL algorithm | PPO (agents/delta_a/train_delta_a.py on agents/ppo/ppo.py, config/algo/ppo_train_delta_a.yaml):
+#   init noise std 0.8, entropy bonus 0.01, actor and critic lr 1e-3 with the adaptive-KL schedule (desired KL 0.01),
+#   5 epochs x 4 minibatches, 24 steps x 5000 envs per rollout, clip 0.2, GAE 0.99 / 0.95, clipped value loss,
+#   grad norm 1.0, 512-256-128 ELU nets, no reward scaling | PPO, clip 0.2, GAE 0.99 / 0.95, but --delta-std 0.1,
+#   no entropy bonus, one Adam at a fixed lr 3e-4, 10 epochs x 8 minibatches, 256 steps x 8 envs, unclipped value
+#   loss x 0.5, grad norm 0.5, 2 x 64 tanh nets, rewards scaled by the running std of the return | the fine-tuning
+#   PPO's settings reused for the delta model, as the benchmark ran; the official settings are not benchmarked |
 # | SysID baseline | identify physical parameters (a baseline in the paper) | coordinate search of 3 scales on a
 #   13-point log grid, until a round changes nothing (>= 4 rounds) | the simplest search that finds a grid optimum
 #   of 3 scales (test: recovers a known gear scale) |
