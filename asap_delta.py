@@ -598,8 +598,8 @@ class Logger:
         self.writer.close()
         self.file.close()
         if self.interrupted:
-            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
-                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the "
+                  f"TensorBoard file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
         self.restore_signals()
 
     def finish(self, model_state: dict) -> int:
@@ -608,7 +608,8 @@ class Logger:
         path = os.path.join(self.dir, "model.pt")
         torch.save({**model_state, "args": self.args, "interrupted": self.interrupted, "step": self.step}, path)
         self.close()
-        print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+        print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} "
+              "(TensorBoard: tensorboard --logdir runs)")
         return self.exit_code
 # ---- end shared ----
 

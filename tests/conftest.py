@@ -11,7 +11,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("TEST_THREADS", "2")))  # tools/mutants.py: 1 per parallel run
 
 ALGOS = ["inril_residual", "inril_pcgrad", "ire_vla_lite", "rlpd", "rlif", "conrft", "asap_delta", "grape_tpo"]
 

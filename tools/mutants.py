@@ -21,6 +21,7 @@ import time
 from typing import NamedTuple
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: each forked test run uses one thread
+os.environ.setdefault("TEST_THREADS", "1")  # (tests/conftest.py reads it)
 import gymnasium  # noqa: E402,F401  (the heavy imports, loaded once and shared by every forked test run)
 import numpy  # noqa: E402,F401
 import pytest  # noqa: E402
