@@ -106,7 +106,8 @@ def test_mc_returns_stop_at_episode_ends():
 def test_loss_shapes():
     torch.manual_seed(0)
     sig = C.karras_sigmas(10, 0.002, 80.0, 7.0)
-    pol, critic, target = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5), C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
+    pol = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5)
+    critic, target = C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
     b = {"observations": torch.randn(8, 5), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.zeros(8),
          "next_observations": torch.randn(8, 5), "masks": torch.ones(8), "mc_returns": torch.zeros(8)}
     assert critic(b["observations"], b["actions"]).shape == (2, 8, 1)
@@ -149,8 +150,9 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
 
 
 def test_cli_offline_online_bc_only_and_sac(in_tmp):
-    base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40", "--online-steps",
-            "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32"]
+    base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40",
+            "--online-steps", "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2",
+            "--hidden", "64", "--batch-size", "32"]
     # the scripted expert takes over at every chance, so reach episodes end early in success and Stage II updates run
     online = ["--intervene-prob", "1.0", "--online-steps", "200", "--eval-every", "200"]
     for extra in (online, ["--algo", "bc-only"], ["--algo", "sac"] + online):
@@ -225,11 +227,12 @@ def test_stage_two_from_a_stage_one_checkpoint(in_tmp):
     base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "30",
             "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "32", "--batch-size",
             "16", "--no-eval-noise"]
-    out = subprocess.run(base + ["--online-steps", "0", "--exp-name", "one"], capture_output=True, text=True, timeout=240)
+    out = subprocess.run(base + ["--online-steps", "0", "--exp-name", "one"], capture_output=True, text=True,
+                         timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     ckpt = glob.glob("runs/*__one__*/model.pt")[0]
-    out = subprocess.run(base + ["--online-steps", "20", "--exp-name", "two", "--stage-one", ckpt], capture_output=True,
-                         text=True, timeout=240)
+    out = subprocess.run(base + ["--online-steps", "20", "--exp-name", "two", "--stage-one", ckpt],
+                         capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     logs = {}
     for name in ("one", "two"):
@@ -252,8 +255,8 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     # the log-probability of the sampled action, recomputed from the action alone, matches the sampler's
     assert torch.allclose(actor.log_prob(obs, a.detach()), logp.detach(), atol=1e-2)
     assert actor.sample(obs, noise=False).shape == (16, 3)
-    b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16), "next_observations": torch.randn(16, 5),
-         "masks": torch.ones(16)}
+    b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16),
+         "next_observations": torch.randn(16, 5), "masks": torch.ones(16)}
     log_alpha = torch.zeros((), requires_grad=True)
     c = C.td_loss(critic, target, actor, b, 0.95)  # SAC's critic loss (HIL-SERL: no entropy backup)
     act_l, t = C.sac_actor_losses(actor, critic, log_alpha, obs, -1.5)
@@ -263,9 +266,9 @@ def test_gaussian_actor_log_prob_and_sac_losses():
 
 
 def test_cli_runs_on_hopper_with_the_shipped_expert_intervening(in_tmp):
-    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "Hopper-v4", "--algo", "sac", "--offline-steps", "30",
-           "--online-steps", "1000", "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64",
-           "--batch-size", "32", "--intervene-prob", "0.1"]
+    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "Hopper-v4", "--algo", "sac",
+           "--offline-steps", "30", "--online-steps", "1000", "--eval-every", "1000", "--eval-episodes", "1",
+           "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32", "--intervene-prob", "0.1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = open(glob.glob("runs/Hopper-v4__conrft__sac__*/metrics.csv")[0]).read()
@@ -328,3 +331,14 @@ def test_intervene_gap_gates_the_expert_on_the_action_gap(in_tmp):
             ends[gap] = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "charts/success"]
     assert len(ends["1e-6"]) >= 3 and all(v == 1.0 for v in ends["1e-6"]), ends
     assert 1.0 not in ends["1e3"], ends
+
+
+# ---- the docstring's equations -> code map ----
+def test_docstring_map_names_what_the_file_defines():
+    """Every `-> name()` of the equations -> code map names a function or class of conrft.py."""
+    doc_map = C.__doc__.split("Equations -> code")[1]
+    names = [n.strip().removesuffix("()") for line in doc_map.splitlines() if "->" in line
+             for n in line.split("->")[1].split(",")]
+    assert len(names) >= 12
+    assert [n for n in names if not callable(getattr(C, n, None))] == []
+
