@@ -1,5 +1,7 @@
-"""ConRFT: Karras schedule, identity at sigma_min, Cal-QL calibration, loss shapes, short offline convergence, and
-the official choices (LayerNorm policy, stage weights, plain TD online, the task reward on demos)."""
+"""ConRFT: Karras schedule, identity at sigma_min, Cal-QL calibration, loss shapes, short offline convergence, the
+official choices (LayerNorm policy, stage weights, plain TD online, the task reward on demos), each equation of the
+docstring's map against its formula, and what main() runs on a tiny stand-in task (tools/mutants.py names the test
+that catches each broken fidelity row)."""
 import argparse
 import csv
 import glob
@@ -8,7 +10,9 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 import conrft as C
@@ -106,7 +110,8 @@ def test_mc_returns_stop_at_episode_ends():
 def test_loss_shapes():
     torch.manual_seed(0)
     sig = C.karras_sigmas(10, 0.002, 80.0, 7.0)
-    pol, critic, target = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5), C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
+    pol = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5)
+    critic, target = C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
     b = {"observations": torch.randn(8, 5), "actions": torch.rand(8, 2) * 2 - 1, "rewards": torch.zeros(8),
          "next_observations": torch.randn(8, 5), "masks": torch.ones(8), "mc_returns": torch.zeros(8)}
     assert critic(b["observations"], b["actions"]).shape == (2, 8, 1)
@@ -149,8 +154,9 @@ def test_offline_steps_lower_consistency_loss_and_move_actions_to_demos():
 
 
 def test_cli_offline_online_bc_only_and_sac(in_tmp):
-    base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40", "--online-steps",
-            "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32"]
+    base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "40",
+            "--online-steps", "60", "--eval-every", "60", "--eval-episodes", "1", "--cql-n-actions", "2",
+            "--hidden", "64", "--batch-size", "32"]
     # the scripted expert takes over at every chance, so reach episodes end early in success and Stage II updates run
     online = ["--intervene-prob", "1.0", "--online-steps", "200", "--eval-every", "200"]
     for extra in (online, ["--algo", "bc-only"], ["--algo", "sac"] + online):
@@ -190,46 +196,18 @@ def test_takeover_after_corrects_every_long_episode_to_success(in_tmp):
     assert np.diff([-1] + [s for s, _ in ends]).min() > 60, ends  # the expert alone reaches in about 30-50 steps
 
 
-def test_stage_two_starts_with_fresh_optimizers(in_tmp, monkeypatch):
-    """The official learner restores only Stage I's parameters: Stage II's Adam states start at step 0, so the policy's
-    optimizer at the end counts the online actor updates alone, not the 300 offline ones before them."""
-    made = []
-
-    class Adam(torch.optim.Adam):
-        def __init__(self, params, **kw):
-            params = list(params)
-            super().__init__(params, **kw)
-            made.append((params, self))
-
-    monkeypatch.setattr(C.torch.optim, "Adam", Adam)
-    monkeypatch.setattr(sys, "argv", ["conrft.py", "--env-id", "metaworld/reach-v3", "--offline-steps", "300",
-                                      "--online-steps", "100", "--eval-every", "1000", "--eval-episodes", "1",
-                                      "--cql-n-actions", "2", "--hidden", "32", "--batch-size", "16",
-                                      "--intervene-prob", "1.0"])
-    threads = torch.get_num_threads()
-    try:
-        assert C.main() == 0
-    finally:
-        torch.set_num_threads(threads)
-    saved = torch.load(glob.glob("runs/*/model.pt")[0], weights_only=False)
-    policy_shapes = [v.shape for k, v in saved["policy"].items() if not k.endswith("freqs")]  # parameters, no buffer
-    policy_opts = [opt for params, opt in made if [p.shape for p in params] == policy_shapes]
-    assert len(policy_opts) == 2  # one per stage
-    steps = int(policy_opts[-1].state[policy_opts[-1].param_groups[0]["params"][0]]["step"])
-    assert 0 < steps < 100, steps  # online updates only (Stage I alone made 300)
-
-
 def test_stage_two_from_a_stage_one_checkpoint(in_tmp):
     """--stage-one: Stage II starts from the saved Stage I (same evaluation as the run that made it, no offline
     step); a checkpoint of another --algo ends in one sentence."""
     base = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "metaworld/reach-v3", "--offline-steps", "30",
             "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "32", "--batch-size",
             "16", "--no-eval-noise"]
-    out = subprocess.run(base + ["--online-steps", "0", "--exp-name", "one"], capture_output=True, text=True, timeout=240)
+    out = subprocess.run(base + ["--online-steps", "0", "--exp-name", "one"], capture_output=True, text=True,
+                         timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     ckpt = glob.glob("runs/*__one__*/model.pt")[0]
-    out = subprocess.run(base + ["--online-steps", "20", "--exp-name", "two", "--stage-one", ckpt], capture_output=True,
-                         text=True, timeout=240)
+    out = subprocess.run(base + ["--online-steps", "20", "--exp-name", "two", "--stage-one", ckpt],
+                         capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     logs = {}
     for name in ("one", "two"):
@@ -252,8 +230,8 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     # the log-probability of the sampled action, recomputed from the action alone, matches the sampler's
     assert torch.allclose(actor.log_prob(obs, a.detach()), logp.detach(), atol=1e-2)
     assert actor.sample(obs, noise=False).shape == (16, 3)
-    b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16), "next_observations": torch.randn(16, 5),
-         "masks": torch.ones(16)}
+    b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16),
+         "next_observations": torch.randn(16, 5), "masks": torch.ones(16)}
     log_alpha = torch.zeros((), requires_grad=True)
     c = C.td_loss(critic, target, actor, b, 0.95)  # SAC's critic loss (HIL-SERL: no entropy backup)
     act_l, t = C.sac_actor_losses(actor, critic, log_alpha, obs, -1.5)
@@ -263,9 +241,9 @@ def test_gaussian_actor_log_prob_and_sac_losses():
 
 
 def test_cli_runs_on_hopper_with_the_shipped_expert_intervening(in_tmp):
-    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "Hopper-v4", "--algo", "sac", "--offline-steps", "30",
-           "--online-steps", "1000", "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "64",
-           "--batch-size", "32", "--intervene-prob", "0.1"]
+    cmd = [sys.executable, os.path.join(ROOT, "conrft.py"), "--env-id", "Hopper-v4", "--algo", "sac",
+           "--offline-steps", "30", "--online-steps", "1000", "--eval-every", "1000", "--eval-episodes", "1",
+           "--cql-n-actions", "2", "--hidden", "64", "--batch-size", "32", "--intervene-prob", "0.1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = open(glob.glob("runs/Hopper-v4__conrft__sac__*/metrics.csv")[0]).read()
@@ -328,3 +306,261 @@ def test_intervene_gap_gates_the_expert_on_the_action_gap(in_tmp):
             ends[gap] = [float(r["value"]) for r in csv.DictReader(f) if r["key"] == "charts/success"]
     assert len(ends["1e-6"]) >= 3 and all(v == 1.0 for v in ends["1e-6"]), ends
     assert 1.0 not in ends["1e3"], ends
+
+
+# ---- what main() runs, on a tiny stand-in for a MetaWorld task (each check names the fidelity row it guards) ----
+class ToyReach(gym.Env):
+    """A MetaWorld stand-in that runs in milliseconds: x moves by a[0] / 4 per step from 0; success (a termination,
+    info["success"] = 1) once x >= 0.9, so the expert a = (1, 0) succeeds at its 4th step; truncated after 6 steps."""
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = 0.0, 0
+        return self.obs(), {}
+
+    def obs(self):
+        return np.array([self.x, self.t / 6, 1.0], np.float32)
+
+    def step(self, action):
+        self.x, self.t = self.x + float(action[0]) / 4, self.t + 1
+        success = self.x >= 0.9
+        return self.obs(), self.x, success, self.t >= 6 and not success, {"success": float(success)}
+
+
+TOY_EXPERT = lambda obs: np.array([1.0, 0.0], np.float32)  # noqa: E731
+
+
+def toy_demos(path, episodes=5):
+    env, rows = ToyReach(), {k: [] for k in ("observations", "actions", "rewards", "next_observations",
+                                             "terminations", "truncations")}
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            next_obs, r, term, trunc, _ = env.step(TOY_EXPERT(obs))
+            for k, v in zip(rows, (obs, TOY_EXPERT(obs), r, next_obs, term, trunc)):
+                rows[k].append(v)
+            obs, done = next_obs, term or trunc
+    np.savez(path, **{k: np.array(v, np.float32) for k, v in rows.items()})
+    return str(path)
+
+
+TAKEOVER_AFTER = 3  # the expert corrects every online episode from its 4th step to its end
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """One in-process main() on ToyReach (4 offline steps, 40 online steps, --takeover-after 3), recording through
+    the module's own functions what it did: the loss calls in order ("cql", "td", "pi", "eval"), the (beta, eta) of
+    each policy loss, each optimizer step (and whether that optimizer had no state yet), every stored episode."""
+    tmp = tmp_path_factory.mktemp("toy")
+    rec = {"events": [], "weights": [], "opt_steps": [], "episodes": []}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setattr(C, "make_env", lambda env_id, seed, max_episode_steps=None:
+                   lambda: gym.wrappers.RecordEpisodeStatistics(ToyReach()))
+        mp.setattr(C, "make_expert", lambda env_id, data_dir: TOY_EXPERT)
+
+        def spy(name, record=None):
+            real = getattr(C, name)
+
+            def wrapped(*a, **kw):
+                if record:
+                    record(*a)
+                return real(*a, **kw)
+
+            mp.setattr(C, name, wrapped)
+
+        spy("calql_loss", lambda *a: rec["events"].append("cql"))
+        spy("td_loss", lambda *a: rec["events"].append("td"))
+        spy("policy_loss", lambda *a: (rec["events"].append("pi"), rec["weights"].append(a[6:8])))
+        spy("evaluate", lambda *a: rec["events"].append("eval"))
+        spy("gradient_step", lambda opt, loss: rec["opt_steps"].append((opt, len(opt.state) == 0)))
+        spy("store_episode", lambda ep, *a: rec["episodes"].append(list(ep)))
+        mp.setattr(sys, "argv", ["conrft.py", "--env-id", "metaworld/toy-v3", "--demo-path", toy_demos(tmp / "d.npz"),
+                                 "--offline-steps", "4", "--online-steps", "40", "--eval-every", "1000",
+                                 "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "8", "--batch-size", "8",
+                                 "--takeover-after", str(TAKEOVER_AFTER)])
+        threads = torch.get_num_threads()
+        try:
+            assert C.main() == 0
+        finally:
+            torch.set_num_threads(threads)
+    with open(glob.glob(str(tmp / "runs/*/metrics.csv"))[0]) as f:
+        rec["metrics"] = [(int(r["step"]), r["key"], float(r["value"])) for r in csv.DictReader(f)]
+    last_eval = len(rec["events"]) - rec["events"][::-1].index("eval")  # Stage I ends with its evaluations
+    rec["stage_one"], rec["stage_two"] = rec["events"][:last_eval], rec["events"][last_eval:]
+    return rec
+
+
+def test_learner_step_stage_one_cal_ql_then_stage_two_plain_td(toy_run):
+    """Per learner step, cta_ratio (2) critic updates then one actor update, as official; Stage I's critic is Cal-QL
+    (its TD part inside), Stage II's the plain TD loss, and nothing else runs."""
+    stage_one = [e for e in toy_run["stage_one"] if e != "eval"]
+    assert stage_one == ["cql", "td", "cql", "td", "pi"] * 4
+    n = toy_run["stage_two"].count("pi")
+    assert n > 10 and toy_run["stage_two"] == ["td", "td", "pi"] * n
+    keys = {k for _, k, _ in toy_run["metrics"]}
+    assert "offline/cql_diff" in keys and "losses/td" in keys and "losses/cql_diff" not in keys
+
+
+def test_stage_weights_eta_beta(toy_run):
+    """Stage I: eta 0, beta 1 (official pre-training script); Stage II: eta 1, beta 0.1, constant."""
+    weights = toy_run["weights"]
+    assert weights[:4] == [(1.0, 0.0)] * 4 and set(weights[4:]) == {(0.1, 1.0)}
+
+
+def test_stage_two_optimizers_are_fresh(toy_run):
+    """Stage II steps new Adam optimizers that start without state (the official learner restores parameters only);
+    Stage I's two optimizers are never stepped again."""
+    steps = toy_run["opt_steps"]
+    stage_one, stage_two = steps[:4 * 3], steps[4 * 3:]
+    first = {id(o) for o, _ in stage_one}
+    assert len(first) == 2 and not {id(o) for o, _ in stage_two} & first
+    fresh = {}
+    for o, empty in stage_two:
+        fresh.setdefault(id(o), empty)
+    assert len(fresh) == 2 and all(fresh.values())
+
+
+def test_episode_ends_masks_and_takeover_reset(toy_run):
+    """Each stored episode: mask 0 only at a termination (success), 1 at a truncation (it bootstraps); the expert's
+    correction from step --takeover-after ends with its episode (the next one starts with the policy acting)."""
+    episodes = toy_run["episodes"]
+    ends = set()
+    for ep in episodes:
+        success = ep[-1][2] == 10.0  # the task reward: +10 at the success step
+        ends.add(success)
+        assert [e[4] for e in ep] == [1.0] * (len(ep) - 1) + [0.0 if success else 1.0]
+        assert [bool(e[5]) for e in ep] == [t >= TAKEOVER_AFTER for t in range(len(ep))]
+    assert len(episodes) >= 5 and ends == {True, False}  # both kinds of end occurred
+
+
+# ---- the equations of the docstring's map, each checked against the paper's formula ----
+def test_docstring_map_names_what_the_file_defines():
+    """Every `-> name()` of the equations -> code map names a function or class of conrft.py."""
+    doc_map = C.__doc__.split("Equations -> code")[1]
+    names = [n.strip().removesuffix("()") for line in doc_map.splitlines() if "->" in line
+             for n in line.split("->")[1].split(",")]
+    assert len(names) >= 12
+    assert [n for n in names if not callable(getattr(C, n, None))] == []
+
+
+def test_karras_levels_follow_the_formula():
+    """k_m = (k_max^{1/rho} + (m-1)/(M-1) (k_min^{1/rho} - k_max^{1/rho}))^rho at every m, not only the ends."""
+    M, lo, hi, rho = 7, 0.002, 80.0, 7.0
+    m = np.arange(1, M + 1)
+    want = (hi ** (1 / rho) + (m - 1) / (M - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    assert np.allclose(C.karras_sigmas(M, lo, hi, rho).numpy(), want, rtol=1e-5)
+
+
+def test_network_inputs_are_c_in_scaled_action_and_250_log_k():
+    """F_psi sees c_in(k) x = x / sqrt(k^2 + sd^2) and the time MLP sees 1000 * 0.25 * log(k) (official timeMLP)."""
+    torch.manual_seed(0)
+    pol = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5)
+    seen = {}
+    pol.t_net.register_forward_pre_hook(lambda m, inp: seen.__setitem__("t", inp[0]))
+    pol.net.register_forward_pre_hook(lambda m, inp: seen.__setitem__("h", inp[0]))
+    obs, x, k = torch.randn(4, 5), torch.randn(4, 2), torch.tensor([[0.1], [1.0], [5.0], [80.0]])
+    pol(obs, x, k)
+    assert torch.allclose(seen["t"], 250 * torch.log(k))
+    assert torch.allclose(seen["h"][:, :5], obs) and torch.allclose(seen["h"][:, 5:7], x / (k**2 + 0.25).sqrt())
+
+
+def test_consistency_loss_levels_and_karras_weight():
+    """L_c draws each row's level from the first M - 1 levels (k_min, where f is the identity, never), all of them
+    over many rows, and weights the squared error by w(k) = 1/k^2 + 1/sd^2: with a reconstruction error of 1 in every
+    action dimension the loss is the mean of w over the drawn levels."""
+    sig, drawn = C.karras_sigmas(5, 0.002, 80.0, 7.0), []
+    act = torch.rand(4000, 2) * 2 - 1
+
+    def policy(obs, x, k):  # a stand-in f that records its level and misses every action dimension by 1
+        drawn.append(k)
+        return act + 1.0
+
+    loss = C.consistency_loss(policy, torch.zeros(4000, 3), act, sig, 0.5)
+    k = drawn[0].squeeze(-1)
+    assert set(k.tolist()) == set(sig[:-1].tolist())
+    assert torch.allclose(loss, (1 / k**2 + 1 / 0.5**2).mean())
+
+
+def critic_batch(seed=0, B=16):
+    torch.manual_seed(seed)
+    sig = C.karras_sigmas(10, 0.002, 80.0, 7.0)
+    pol = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5)
+    critic, target = C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
+    b = {"observations": torch.randn(B, 5), "actions": torch.rand(B, 2) * 2 - 1, "rewards": torch.randn(B),
+         "next_observations": torch.randn(B, 5), "masks": (torch.rand(B) > 0.3).float(), "mc_returns": torch.zeros(B)}
+    return sig, pol, critic, target, b
+
+
+def test_td_loss_is_the_official_target():
+    """y = r + gamma mask min_i Qbar_i(s', a'), a' one noisy sample of the policy, no entropy term; the loss is the
+    mean over members and rows of (Q_i(s, a) - y)^2 (no 1/2)."""
+    sig, pol, critic, target, b = critic_batch()
+    torch.manual_seed(5)
+    loss = C.td_loss(critic, target, pol, b, 0.9, sig)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        next_a = pol.sample(b["next_observations"], sig, noise=True)
+        assert not torch.allclose(next_a, pol.sample(b["next_observations"], sig, noise=False))
+        q_next = target(b["next_observations"], next_a).squeeze(-1)  # (2, B), two different target critics
+        assert (q_next[0] != q_next[1]).all()
+        y = b["rewards"] + 0.9 * b["masks"] * q_next.min(0).values
+        want = ((critic(b["observations"], b["actions"]).squeeze(-1) - y) ** 2).mean()
+    assert torch.allclose(loss, want)
+
+
+def test_cal_ql_regulariser_floors_every_sampled_q_at_the_mc_return():
+    """Each Q of a sampled action (random, current, next) is max(Q, V^mu): with V^mu = 50 far above every Q the
+    regulariser is logsumexp over 3n values of 50 and Q(s, a_data), minus log(3n + 1), minus Q(s, a_data)."""
+    sig, pol, critic, target, b = critic_batch()
+    n = 3
+    b["mc_returns"] = torch.full((16,), 50.0)
+    _, _, reg = C.calql_loss(critic, target, pol, b, sig, args(cql_n_actions=n))
+    with torch.no_grad():
+        q = critic(b["observations"], b["actions"])  # (2, B, 1)
+        cat = torch.cat([torch.full((2, 16, 3 * n), 50.0), q], -1)
+        want = (torch.logsumexp(cat, -1) - np.log(3 * n + 1) - q.squeeze(-1)).mean()
+    assert torch.allclose(reg, want, rtol=1e-5)
+
+
+def test_policy_loss_weights_eta_and_beta():
+    """L_pi = -eta mean_i Q_i(s, a~pi) + beta L_c (Eq. 4) at eta 0.5, beta 0.1, drawn as the function draws them."""
+    sig, pol, critic, _, b = critic_batch()
+    obs, act = b["observations"], b["actions"]
+    torch.manual_seed(3)
+    loss, l_c, q = C.policy_loss(pol, critic, obs, act, sig, args(), 0.1, 0.5)
+    torch.manual_seed(3)
+    want_l_c = C.consistency_loss(pol, obs, act, sig, 0.5)
+    want_q = critic(obs, pol.sample(obs, sig)).mean()
+    assert torch.allclose(l_c, want_l_c) and torch.allclose(q, want_q)
+    assert torch.allclose(loss, -0.5 * want_q + 0.1 * want_l_c)
+
+
+# ---- Stage II's data: the 50/50 batch and the routing of interventions ----
+def test_mixed_batch_is_half_demo_half_online():
+    demo_buf, online_buf = C.Buffer(3, 2, 20), C.Buffer(3, 2, 20)
+    for buf, r in ((demo_buf, 1.0), (online_buf, 2.0)):
+        buf.add_many({"observations": np.zeros((20, 3)), "actions": np.zeros((20, 2)), "rewards": np.full(20, r),
+                      "next_observations": np.zeros((20, 3)), "masks": np.ones(20), "mc_returns": np.zeros(20)})
+    rng = np.random.default_rng(0)
+    assert C.mixed_batch(demo_buf, online_buf, 10, rng)["rewards"].tolist() == [1.0] * 5 + [2.0] * 5
+    assert C.mixed_batch(demo_buf, online_buf, 9, rng)["rewards"].tolist() == [1.0] * 4 + [2.0] * 5
+
+
+def test_store_episode_sends_interventions_to_both_buffers():
+    """The whole episode goes to the online buffer with its Monte-Carlo returns; its expert steps also go to the
+    demo buffer, with the returns of the whole episode (HIL-SERL)."""
+    by_expert = [False, True, True, False]
+    episode = [(np.full(3, t, np.float32), np.full(2, 0.1 * t, np.float32), -0.05 if t < 3 else 10.0,
+                np.full(3, t + 1, np.float32), 1.0 if t < 3 else 0.0, e) for t, e in enumerate(by_expert)]
+    online_buf, demo_buf = C.Buffer(3, 2, 10), C.Buffer(3, 2, 10)
+    C.store_episode(episode, online_buf, demo_buf, 0.5)
+    mc = C.mc_returns(np.array([-0.05, -0.05, -0.05, 10.0], np.float32), np.array([0, 0, 0, 1.0]), 0.5)
+    assert online_buf.size == 4 and np.allclose(online_buf.d["mc_returns"][:4], mc)
+    assert np.allclose(online_buf.d["masks"][:4], [1, 1, 1, 0])
+    assert demo_buf.size == 2 and np.allclose(demo_buf.d["observations"][:2, 0], [1, 2])
+    assert np.allclose(demo_buf.d["mc_returns"][:2], mc[1:3]) and np.allclose(demo_buf.d["actions"][:2, 0], [0.1, 0.2])
