@@ -1,7 +1,9 @@
 """GRAPE (grape_tpo.py): the TPO loss (shape, sign, windows, gradient -> 0 with beta at pi = pi_ref), pairing,
-reward aggregation, what SFT and TPO may change, sampling's log-probs, CLI end to end and bad input."""
+reward aggregation, what SFT and TPO may change, sampling's log-probs, CLI end to end and bad input, and that the
+module docstring's map points to names that exist."""
 import copy
 import os
+import re
 import subprocess
 import sys
 
@@ -45,13 +47,12 @@ def test_gradient_at_pi_ref_is_linear_in_beta_and_vanishes_with_it():
     torch.manual_seed(0)
     model, _, d = small_model()
     ref = copy.deepcopy(model).requires_grad_(False)
-    o, a = torch.as_tensor(d["observations"][:40]), torch.as_tensor(d["actions"][:40])
-    words = model.tokens("push-v3")[None]
+    tw, tl = ({"obs": d["observations"][s], "act": d["actions"][s], "task": "push-v3"} for s in (slice(20), slice(20, 40)))
 
     def grad(beta):
         model.zero_grad()
-        m = G.preference_margins(G.step_log_probs(model, o[:20], words, a[:20]), G.step_log_probs(ref, o[:20], words, a[:20]),
-                                 G.step_log_probs(model, o[20:], words, a[20:]), G.step_log_probs(ref, o[20:], words, a[20:]))
+        m = G.preference_margins(G.step_log_probs(model, tw), G.step_log_probs(ref, tw),
+                                 G.step_log_probs(model, tl), G.step_log_probs(ref, tl))
         assert abs(m.item()) < 1e-4  # pi = pi_ref: the margin is 0
         G.tpo_loss(m, beta).backward()
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
@@ -105,9 +106,10 @@ def test_sft_changes_base_and_head_keeps_lora_zero_tpo_changes_only_lora_and_hea
     ref = copy.deepcopy(model).requires_grad_(False)
     base = [p.detach().clone() for p in model.base_params() if all(p is not q for q in model.tpo_params())]
     tpo = torch.optim.AdamW(model.tpo_params(), lr=1e-3)
-    w1 = model.tokens("push-v3")[None]
-    m = G.preference_margins(G.step_log_probs(model, o[:32], w1, a[:32]), G.step_log_probs(ref, o[:32], w1, a[:32]),
-                             G.step_log_probs(model, o[32:], w1, a[32:] + 0.3), G.step_log_probs(ref, o[32:], w1, a[32:] + 0.3))
+    tw = {"obs": o[:32], "act": a[:32], "task": "push-v3"}
+    tl = {"obs": o[32:], "act": a[32:] + 0.3, "task": "push-v3"}
+    m = G.preference_margins(G.step_log_probs(model, tw), G.step_log_probs(ref, tw),
+                             G.step_log_probs(model, tl), G.step_log_probs(ref, tl))
     tpo.zero_grad()
     G.tpo_loss(m, 0.1).backward()
     tpo.step()
@@ -129,7 +131,7 @@ def test_sampling_keeps_the_raw_action_and_its_log_prob():
     assert np.array_equal(trajs[0]["obs"][0], trajs[1]["obs"][0])  # one start: one initial state
     assert not np.allclose(trajs[0]["obs"][0], trajs[2]["obs"][0])  # another MT1 task: another goal
     assert not np.allclose(trajs[0]["obs"][5], trajs[1]["obs"][5])  # the stochastic policy: the rollouts differ
-    lp = G.step_log_probs(model, torch.as_tensor(trajs[0]["obs"]), model.tokens("push-v3")[None], torch.as_tensor(trajs[0]["act"]))
+    lp = G.step_log_probs(model, trajs[0])
     assert np.allclose(lp.detach().numpy(), trajs[0]["logp"], atol=1e-4)
 
 
@@ -161,3 +163,10 @@ def test_cli_bad_input_is_one_sentence(in_tmp):
     assert out.returncode == 1 and "more than the 50 episodes" in out.stderr and "Traceback" not in out.stderr
     out = run_cli(in_tmp, "--train-tasks", "no-such-task-v3")
     assert out.returncode == 1 and "Unknown env id 'metaworld/no-such-task-v3'" in out.stderr
+
+
+def test_docstring_map_names_exist():
+    """Every `-> name()` of the module docstring's map names a function or class of the file."""
+    names = [n for line in G.__doc__.splitlines() if "->" in line
+             for n in re.findall(r"(\w+)\(\)", line.split("->")[-1])]
+    assert len(names) >= 10 and all(callable(getattr(G, n, None)) for n in names), names
