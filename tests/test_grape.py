@@ -1,6 +1,7 @@
-"""GRAPE (grape_tpo.py): the TPO loss (shape, sign, windows, gradient -> 0 with beta at pi = pi_ref), pairing,
-reward aggregation, what SFT and TPO may change, sampling's log-probs, CLI end to end and bad input, and that the
-module docstring's map points to names that exist."""
+"""GRAPE (grape_tpo.py): the TPO loss (shape, sign, value, windows, gradient -> 0 with beta at pi = pi_ref), the SFT
+NLL, pairing within groups that share a start, reward aggregation, what SFT and TPO may change (and what main()'s
+optimiser trains against a frozen pi_ref), sampling's log-probs, CLI end to end and bad input, and that the module
+docstring's map points to names that exist. tools/mutants.py's GRAPE section lists the mutants these tests kill."""
 import copy
 import os
 import re
@@ -32,6 +33,7 @@ def test_tpo_loss_shape_sign_and_preferring_the_winner_lowers_it():
     down = G.preference_margins(zero, zero, zero + 1.0, zero)  # ... or zeta_l more
     assert up.item() == 5.0 and down.item() == -5.0
     assert G.tpo_loss(up, 0.1) < np.log(2) < G.tpo_loss(down, 0.1)
+    assert G.tpo_loss(up, 0.1).item() == pytest.approx(np.log1p(np.exp(-0.5)))  # -log sigmoid(beta * margin)
 
 
 def test_margins_truncate_to_the_shorter_and_windows_sum_steps():
@@ -170,3 +172,82 @@ def test_docstring_map_names_exist():
     names = [n for line in G.__doc__.splitlines() if "->" in line
              for n in re.findall(r"(\w+)\(\)", line.split("->")[-1])]
     assert len(names) >= 10 and all(callable(getattr(G, n, None)) for n in names), names
+
+
+def test_sft_loss_is_the_gaussian_nll():
+    torch.manual_seed(0)
+    model, _, d = small_model()
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-1.0, -0.5, 0.0, 0.3]))
+    o, a = torch.as_tensor(d["observations"][:16]), torch.as_tensor(d["actions"][:16])
+    words = model.tokens("push-v3")[None].expand(16, -1)
+    mu, log_std = model.dist(o, words).mean, model.log_std
+    nll = (0.5 * ((a - mu) / log_std.exp()) ** 2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1).mean()
+    assert torch.allclose(G.sft_loss(model, o, words, a), nll, atol=1e-5)
+
+
+def test_groups_share_a_start_and_pairs_stay_within_them(monkeypatch):
+    """sample_groups() gives the M envs of a task one start per round (sample_trajectories() then resets them alike,
+    see the sampling test); pair_groups() pairs only within a group."""
+    rounds = []
+
+    def fake_sample(model, envs, tasks, starts, max_steps):
+        rounds.append(starts)
+        return [{"task": t, "start": st} for t, st in zip(tasks, starts)]
+
+    monkeypatch.setattr(G, "sample_trajectories", fake_sample)
+    M, tasks = 2, ["push-v3", "push-v3", "reach-v3", "reach-v3"]
+    trajs = G.sample_groups(None, [None] * 4, tasks, M, 2, 3, np.random.default_rng(0))
+    assert len(rounds) == 2 and [t["task"] for t in trajs] == tasks * 2  # per round, M consecutive rollouts per task
+    starts = [tuple(map(int, t["start"])) for t in trajs]
+    assert all(starts[2 * g] == starts[2 * g + 1] for g in range(4))  # a group: M rollouts from one initial state
+    assert len(set(starts)) == 4  # each task and round its own start
+    assert all(0 <= k < 50 for k, _ in starts)  # one of MT1's 50 goal/object placements
+    scores = [0.0, 1.0, 5.0, 4.0, -1.0, -2.0, 3.0, 3.0]  # the best (2) and the worst (5) are in different groups
+    assert G.pair_groups(scores, 2, 1) == [(1, 0), (2, 3), (4, 5)]  # within each group; the tie (6, 7) skipped
+    assert G.pair_groups([0.0, 3.0, 1.0, 2.0, 9.0, 8.0, 7.0, 6.0], 4, 2) == [(1, 0), (3, 2), (4, 7), (5, 6)]
+
+
+def test_main_tpo_trains_lora_and_head_vs_frozen_ref(in_tmp, monkeypatch):
+    """main() on a tiny budget: its TPO optimiser holds exactly LoRA + head + log_std (AdamW, --tpo-lr), the backbone
+    never moves, LoRA was zero after SFT, pi_ref's log-probs stay the SFT policy's in every iteration, and each
+    step's loss is -log sigmoid(0.1 x margin) alone (no SFT term), log 2 at the first step where pi = pi_ref."""
+    calls, tpo_epoch = [], G.tpo_epoch
+
+    def spy(model, opt, trajs, pairs, ref_logp, beta, window, rng):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        losses, margins = tpo_epoch(model, opt, trajs, pairs, ref_logp, beta, window, rng)
+        after = {n: p.detach().clone() for n, p in model.named_parameters()}
+        calls.append(dict(model=model, opt=opt, trajs=trajs, pairs=pairs, ref_logp=ref_logp, before=before,
+                          after=after, losses=losses, margins=margins))
+        return losses, margins
+
+    monkeypatch.setattr(G, "tpo_epoch", spy)
+    monkeypatch.setattr(G, "evaluate", lambda *a, **k: (0.0, 0.0))  # no evaluation episodes: training is tested
+    monkeypatch.setattr(sys, "argv", ["grape_tpo.py", "--d-model", "16", "--n-layers", "1", "--sft-steps", "3",
+                                      "--batch-size", "16", "--num-iterations", "2", "--num-init-states", "1",
+                                      "--samples-per-state", "2", "--max-episode-steps", "6", "--tpo-epochs", "2",
+                                      "--tpo-lr", "1e-3", "--train-tasks", "push-v3", "--heldout-tasks", "reach-v3",
+                                      "--num-demo-episodes", "1"])
+    assert G.main() == 0
+    assert len(calls) == 4  # 2 iterations x 2 epochs, one pair each
+    model, opt = calls[0]["model"], calls[0]["opt"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    trained = {names[id(p)] for g in opt.param_groups for p in g["params"]}
+    tpo = {n for n in names.values() if n.endswith((".A", ".B")) or n.startswith("action_head.") or n == "log_std"}
+    assert trained == tpo and isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 1e-3
+    first, last = calls[0]["before"], calls[-1]["after"]
+    assert all(torch.equal(first[n], last[n]) for n in names.values() if n not in tpo)  # the backbone never moves
+    assert all(not torch.equal(first[n], last[n]) for n in ("log_std", "action_head.2.weight", "blocks.0.qkv.B"))
+    assert all(not first[n].any() for n in tpo if n.endswith(".B"))  # SFT left LoRA at zero
+    sft = copy.deepcopy(model)
+    sft.load_state_dict(first, strict=False)
+    for c in calls:  # pi_ref = the SFT policy, in both iterations
+        assert c["ref_logp"] and all(torch.allclose(v, G.step_log_probs(sft, c["trajs"][i]).detach(), atol=1e-5)
+                                     for i, v in c["ref_logp"].items())
+        assert all(c["trajs"][w]["task"] == c["trajs"][lo]["task"] and
+                   np.array_equal(c["trajs"][w]["obs"][0], c["trajs"][lo]["obs"][0]) for w, lo in c["pairs"])
+    assert calls[0]["losses"][0] == pytest.approx(np.log(2), abs=1e-6)  # pi = pi_ref: margin 0
+    losses, margins = np.concatenate([c["losses"] for c in calls]), np.concatenate([c["margins"] for c in calls])
+    assert np.abs(margins[1:]).max() > 1e-3
+    assert np.allclose(losses, np.logaddexp(0, -0.1 * margins), atol=1e-6)  # -log sigmoid(beta margin), beta 0.1
