@@ -1,35 +1,32 @@
 """GRAPE (lite): iterative trajectory-wise preference optimisation (TPO) of a small VLA, on MetaWorld, on a CPU.
 
-Paper: Zhang et al., "GRAPE: Generalizing Robot Policy via Preference Alignment", 2024, arXiv 2411.19309; official
-code: github.com/aiming-lab/GRAPE (OpenVLA-7B, TPO-LoRA). "Lite": the VLA is ire_vla_lite.py's small word + state
-Transformer (copied) with a Gaussian action head; stage costs are written by hand per MetaWorld task from the state,
-where the paper has a VLM propose stages and keypoints. Differences from the official code: the table at the end.
+Paper: Zhang et al., "GRAPE: Generalizing Robot Policy via Preference Alignment", 2024, arXiv 2411.19309; code:
+github.com/aiming-lab/GRAPE (OpenVLA-7B, TPO-LoRA). "Lite": ire_vla_lite.py's small word + state Transformer (copied)
+with a Gaussian head; stage costs hand-written per task (paper: from a VLM). Differences: the table at the end.
 
 Eq. / idea -> code
     SFT: pi_SFT = argmin E[-log pi(a | o, q)] on the demos; base weights + Gaussian head; LoRA stays 0 -> sft_loss()
-    pi_ref: the SFT policy, frozen. Then iterations 1..K of:
+    Iterations 1..K, each from pi_ref = the policy at its start, frozen (as one run of the official finetune.py):
       sample: per training task, --num-init-states starts, M = --samples-per-state rollouts from each; raw Gaussian
         samples and their log-probs (the env gets them clipped to [-1, 1])  -> sample_groups(), sample_trajectories()
       score (GCPG, Eq. 9): R(zeta) = lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success      -> gcpg_reward()
-        R_self = (1 / T) sum_t log pi(a_t | o_t, q)                                            -> self_reward()
-        R_ext = prod_i exp(-beta_ext max(0, C_i - thr)), C_i: stage i's distance x steps  -> external_reward(),
+        R_self = sum_t log max(p_t, 0.05), p_t = pi(a_t | o_t, q) capped at 1                    -> self_reward()
+        R_ext = (stages done + prod_i exp(-beta_ext max(0, C_i - thr))) / (stages + 1)  -> external_reward(),
             stages written per task in STAGES, C_i summed over the steps spent in stage i      -> stage_costs()
       pair: in each group of rollouts from one start, the top-m with the bottom-m    -> pair_groups(), make_pairs()
       update (TPO, Eq. 7): L = -E log sigmoid(beta (log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l))),
         log pi(zeta) = sum_t log pi(a_t | o_t, q); LoRA + head train  -> preference_margins(), tpo_loss(), tpo_epoch()
-    Step-wise DPO (the paper's baseline): one preference per step, --tpo-window 1 (official code: 8-step windows).
+    Step-wise DPO (the paper's baseline): --tpo-window 1; the official code's 8-step windows: 8    -> tpo_windows()
 
 Run:
     python grape_tpo.py                                         # GRAPE (GCPG ranking, whole trajectories)
     python grape_tpo.py --lambda-self 0 --lambda-ext 0          # TPO with success-only ranking
     python grape_tpo.py --tpo-window 1                          # step-wise DPO
-Success rates on the training and the held-out tasks are logged after SFT and after every iteration.
 """
 
 import copy
 import csv
 import os
-import random
 import signal
 import sys
 import time
@@ -49,7 +46,6 @@ from tqdm import tqdm
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
     seed: int = 1  # seed of the experiment
-    torch_deterministic: bool = True  # torch.backends.cudnn.deterministic
     threads: int = 1  # torch CPU threads
     # in-domain tasks, with demos (data/metaworld-<task>.npz): SFT, then sampling and TPO
     train_tasks: list[str] = field(
@@ -73,9 +69,10 @@ class Args:
     max_episode_steps: int = 500  # rollout limit when sampling (MetaWorld's 500, as evaluate())
     beta: float = 0.1  # beta of the TPO loss (official: 0.1)
     tpo_window: int = 0  # 0: one preference per trajectory (TPO); n: one per n-step window (1: step DPO; 8: official)
-    tpo_lr: float = 1e-4  # TPO learning rate (AdamW)
-    tpo_epochs: int = 10  # passes over an iteration's pairs, one pair per step
-    lambda_self: float = 0.1  # lambda_1: weight of R_self, the mean per-step log-likelihood
+    tpo_lr: float = 1e-4  # TPO learning rate (AdamW, a fresh one each iteration)
+    tpo_weight_decay: float = 0.01  # AdamW weight decay of the adapters and the head, not log_std (official: 0.01)
+    tpo_epochs: int = 10  # passes over an iteration's windows (or pairs), one optimiser step each
+    lambda_self: float = 0.01  # lambda_1: weight of R_self, the summed clipped log-likelihood (official: 0.01)
     lambda_ext: float = 1.0  # lambda_2: weight of R_ext, the staged external reward
     lambda_success: float = 5.0  # lambda_3: weight of I_success (official: 5)
     beta_ext: float = 0.001  # R_ext: exp(-beta_ext * max(0, C_i - threshold)) per stage, C_i in cm x steps
@@ -175,9 +172,10 @@ class VLA(nn.Module):
         lora = {id(p) for p in self.lora_params()}
         return [p for p in self.parameters() if id(p) not in lora]
 
-    def tpo_params(self):
-        """What TPO trains: LoRA adapters (TPO-LoRA) and the Gaussian head (mean and std)."""
-        return self.lora_params() + [*self.action_head.parameters(), self.log_std]
+    def tpo_param_groups(self, weight_decay):
+        """What TPO trains: LoRA (TPO-LoRA) and the Gaussian head, with weight decay; log_std without (std -> 1)."""
+        return [{"params": self.lora_params() + [*self.action_head.parameters()], "weight_decay": weight_decay},
+                {"params": [self.log_std], "weight_decay": 0.0}]
 
 
 # ---- losses (pure functions) ----
@@ -186,22 +184,17 @@ def sft_loss(model, obs, words, act):
     return -model.dist(obs, words).log_prob(act).sum(-1).mean()
 
 
-def step_log_probs(model, tr):
-    """log pi(a_t | o_t, q) of every step of a rollout tr (obs (T, o), raw actions (T, a), task) under model: (T,)."""
-    obs, words = torch.as_tensor(tr["obs"]), model.tokens(tr["task"])[None]
-    return model.dist(obs, words.expand(len(obs), -1)).log_prob(torch.as_tensor(tr["act"])).sum(-1)
+def step_log_probs(model, tr, steps=slice(None)):
+    """log pi(a_t | o_t, q) of the steps of a rollout tr (obs (T, o), raw actions (T, a), task) under model: (T,)."""
+    obs, words = torch.as_tensor(tr["obs"][steps]), model.tokens(tr["task"])[None]
+    return model.dist(obs, words.expand(len(obs), -1)).log_prob(torch.as_tensor(tr["act"][steps])).sum(-1)
 
 
-def preference_margins(logp_w, ref_w, logp_l, ref_l, window=0):
-    """Margins log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l) (Eq. 7) from per-step log-probs (T_w,),
-    (T_w,), (T_l,), (T_l,), both truncated to the shorter length T: window 0: one margin, the sum over all T steps;
-    window n: one per stride-1 window of n steps (T - n + 1 of them; 1: step-wise DPO). Returns (count,)."""
+def preference_margins(logp_w, ref_w, logp_l, ref_l):
+    """The margin log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l) (Eq. 7): per-step log-probs (T_w,),
+    (T_w,), (T_l,), (T_l,), both truncated to the shorter length T, summed over the T steps; returns (1,)."""
     T = min(len(logp_w), len(logp_l))
-    d = (logp_w[:T] - ref_w[:T]) - (logp_l[:T] - ref_l[:T])  # (T,)
-    if window <= 0 or window >= T:
-        return d.sum()[None]
-    c = F.pad(d.cumsum(0), (1, 0))
-    return c[window:] - c[:-window]
+    return ((logp_w[:T] - ref_w[:T]) - (logp_l[:T] - ref_l[:T])).sum()[None]
 
 
 def tpo_loss(margins, beta):
@@ -228,27 +221,26 @@ DEFAULT_STAGES = [REACH_OBJ, OBJ_TO_GOAL]  # push, doors, drawers, windows, butt
 
 
 def stage_costs(obs, task, tolerance):
-    """C_i (cm x steps): stage i's distance summed over the steps spent in it (the official code sums each stage's
-    per-step cost), from the end of stage i - 1 to the first step its distance is within `tolerance` cm (or the end):
-    slower or stuck rollouts cost more, stages never reached cost nothing. obs (T, 39) -> (number of stages,)."""
-    costs, t0 = [], 0
+    """C_i (cm x steps): stage i's distance summed over its steps, from the end of stage i - 1 to the first step its
+    distance is within `tolerance` cm (or the end); obs (T, 39) -> C (number of stages,), stages completed."""
+    costs, t0, done = [], 0, 0
     for _, fn in STAGES.get(task, DEFAULT_STAGES):
         d = 100.0 * fn(obs)[t0:]
         within = np.flatnonzero(d <= tolerance)
         t1 = int(within[0]) + 1 if len(within) else len(d)
         costs.append(float(d[:t1].sum()))
-        t0 += t1
-    return np.array(costs)
+        t0, done = t0 + t1, done + (len(within) > 0)
+    return np.array(costs), done
 
 
-def external_reward(costs, beta_ext, threshold):
-    """R_ext = prod_i exp(-beta_ext * max(0, C_i - threshold)), in (0, 1]."""
-    return float(np.exp(-beta_ext * np.maximum(0.0, np.asarray(costs) - threshold).sum()))
+def external_reward(costs, done, beta_ext, threshold):
+    """R_ext = (stages done + prod_i exp(-beta_ext max(0, C_i - thr))) / (stages + 1): progress, then cost, ranks."""
+    return float((done + np.exp(-beta_ext * np.maximum(0.0, np.asarray(costs) - threshold).sum())) / (len(costs) + 1))
 
 
 def self_reward(logp):
-    """R_self: the mean per-step log-likelihood of the rollout's raw actions under the policy that sampled it."""
-    return float(np.mean(logp))
+    """R_self = sum_t log max(p_t, 0.05), p_t = pi(a_t | o_t, q) at sampling, capped at 1 (every term <= 0)."""
+    return float(np.sum(np.clip(logp, np.log(0.05), 0.0)))
 
 
 def gcpg_reward(r_self, r_ext, success, lambda_self, lambda_ext, lambda_success):
@@ -257,8 +249,7 @@ def gcpg_reward(r_self, r_ext, success, lambda_self, lambda_ext, lambda_success)
 
 
 def make_pairs(scores, m):
-    """Indices (winner, loser) pairing the i-th best with the i-th worst of one group, i < m (never a rollout with
-    itself); pairs of equal score carry no preference and are skipped."""
+    """(winner, loser) indices: the i-th best with the i-th worst of one group, i < m; equal scores are skipped."""
     order = np.argsort(-np.asarray(scores), kind="stable")
     pairs = []
     for i in range(min(m, len(order) // 2)):
@@ -270,10 +261,7 @@ def make_pairs(scores, m):
 
 def pair_groups(scores, M, m):
     """make_pairs() within each group of M consecutive rollouts (one start); (winner, loser) indices into scores."""
-    pairs = []
-    for g in range(len(scores) // M):
-        pairs += [(g * M + w, g * M + lo) for w, lo in make_pairs(scores[g * M:(g + 1) * M], m)]
-    return pairs
+    return [(g + w, g + lo) for g in range(0, len(scores) - M + 1, M) for w, lo in make_pairs(scores[g:g + M], m)]
 
 
 # ---- sampling and the TPO update ----
@@ -317,8 +305,7 @@ def sample_trajectories(model, envs, tasks, starts, max_steps):
 
 
 def sample_groups(model, envs, tasks, M, num_init_states, max_steps, rng):
-    """num_init_states rounds of sample_trajectories() (M consecutive envs per task): in each, every task draws one
-    start (one of MT1's 50 goal/object placements, a reset seed) for its M envs, so M consecutive rollouts share it."""
+    """num_init_states rounds of sample_trajectories(); each task's M envs share a start (MT1 placement, seed)."""
     trajs, n_tasks = [], len(envs) // M
     for _ in range(num_init_states):
         starts = list(zip(rng.integers(0, 50, n_tasks), rng.integers(0, 2**31, n_tasks)))
@@ -326,13 +313,24 @@ def sample_groups(model, envs, tasks, M, num_init_states, max_steps, rng):
     return trajs
 
 
-def tpo_epoch(model, opt, trajs, pairs, ref_logp, beta, window, rng):
-    """A pass over the pairs in random order, an optimiser step per pair on tpo_loss() alone; losses, mean margins."""
+def tpo_windows(trajs, pairs, window, rng):
+    """As finetune.py: every stride-1 `window`-step window (0: all) of every pair cut to its shorter rollout, all
+    pairs' windows flattened and shuffled once: [(pair index, steps)], one optimiser step each."""
+    units = []
+    for p, (w, lo) in enumerate(pairs):
+        T = min(len(trajs[w]["act"]), len(trajs[lo]["act"]))
+        n = T if window <= 0 else min(window, T)
+        units += [(p, slice(t, t + n)) for t in range(T - n + 1)]
+    return [units[i] for i in rng.permutation(len(units))]
+
+
+def tpo_epoch(model, opt, trajs, pairs, windows, ref_logp, beta):
+    """A pass over the windows in their order, an optimiser step per window on tpo_loss() alone; losses, margins."""
     losses, margins = [], []
-    for p in rng.permutation(len(pairs)):
+    for p, steps in windows:
         w, lo = pairs[p]
-        logp = {i: step_log_probs(model, trajs[i]) for i in (w, lo)}
-        margin = preference_margins(logp[w], ref_logp[w], logp[lo], ref_logp[lo], window)
+        margin = preference_margins(step_log_probs(model, trajs[w], steps), ref_logp[w][steps],
+                                    step_log_probs(model, trajs[lo], steps), ref_logp[lo][steps])
         loss = tpo_loss(margin, beta)
         opt.zero_grad()
         loss.backward()
@@ -345,15 +343,12 @@ def tpo_epoch(model, opt, trajs, pairs, ref_logp, beta, window, rng):
 def main():
     args = tyro.cli(Args)
     run_name = f"metaworld__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
 
-    # ---- the training tasks' demos ----
-    obs_e, act_e, demo_tasks = load_sft_data(args)
+    obs_e, act_e, demo_tasks = load_sft_data(args)  # the training tasks' demos
     vocab = sorted({w for t in args.train_tasks for w in task_words(t)})
     model = VLA(vocab, obs_e.shape[1], act_e.shape[1], args, obs_e.mean(0), obs_e.std(0) + 1e-3)
     demos = {"obs": torch.as_tensor(obs_e), "act": torch.as_tensor(act_e),
@@ -375,20 +370,20 @@ def main():
         if step % 250 == 0 or step == args.sft_steps - 1:
             log.log(step, **{"losses/sft_nll": loss.item(), "charts/std": model.log_std.exp().mean().item()})
     evaluate_splits(0, model, splits, args, log, results)
-    ref = copy.deepcopy(model).requires_grad_(False)  # pi_ref: the SFT policy, frozen
 
     # ---- iterative TPO ----
     M = args.samples_per_state  # M envs per task, built with one seed (one MT1 task list), run in lockstep
     envs = [] if log.interrupted else [make_env(f"metaworld/{t}", args.seed + 100 * i, args.max_episode_steps)()
                                        for i, t in enumerate(args.train_tasks) for _ in range(M)]
     tasks = [t for t in args.train_tasks for _ in range(M)]
-    tpo_opt = torch.optim.AdamW(model.tpo_params(), lr=args.tpo_lr)
     epochs_done = 0  # TPO epochs over all iterations: the x-axis of the TPO losses
     for it in log.steps(tqdm(range(1, args.num_iterations + 1), desc="GRAPE iterations")):
-        # sample M rollouts from each of num_init_states starts per task
+        # as one run of finetune.py: pi_ref = this iteration's starting policy, frozen, and a fresh AdamW
+        ref = copy.deepcopy(model).requires_grad_(False)
+        tpo_opt = torch.optim.AdamW(model.tpo_param_groups(args.tpo_weight_decay), lr=args.tpo_lr)
         trajs = sample_groups(model, envs, tasks, M, args.num_init_states, args.max_episode_steps, rng)
         # score (GCPG) and pair top-m with bottom-m within each group
-        r_ext = [external_reward(stage_costs(tr["obs"], tr["task"], args.stage_tolerance), args.beta_ext,
+        r_ext = [external_reward(*stage_costs(tr["obs"], tr["task"], args.stage_tolerance), args.beta_ext,
                                  args.cost_threshold) for tr in trajs]
         scores = [gcpg_reward(self_reward(tr["logp"]), re, tr["success"], args.lambda_self, args.lambda_ext,
                               args.lambda_success) for tr, re in zip(trajs, r_ext)]
@@ -398,11 +393,12 @@ def main():
                        "charts/pairs": len(pairs),
                        "charts/pairs_success_vs_failure": sum(trajs[w]["success"] > trajs[lo]["success"]
                                                               for w, lo in pairs)})
-        # TPO: pi_ref's log-probs once per rollout, then epochs of one pair per step
+        # TPO: pi_ref's log-probs once per rollout, then epochs of one optimiser step per window
         with torch.no_grad():
             ref_logp = {i: step_log_probs(ref, trajs[i]) for pr in pairs for i in pr}
+        windows = tpo_windows(trajs, pairs, args.tpo_window, rng)
         for _ in log.steps(range(args.tpo_epochs if pairs else 0)):
-            losses, margins = tpo_epoch(model, tpo_opt, trajs, pairs, ref_logp, args.beta, args.tpo_window, rng)
+            losses, margins = tpo_epoch(model, tpo_opt, trajs, pairs, windows, ref_logp, args.beta)
             epochs_done += 1
             log.log(epochs_done, **{"losses/tpo": float(np.mean(losses)), "charts/margin": float(np.mean(margins)),
                                     "charts/std": model.log_std.exp().mean().item()})
@@ -669,28 +665,32 @@ class Logger:
 # | SFT | OpenVLA fine-tuned on demos (token cross-entropy) | Gaussian NLL of the base weights and head on the first
 #   --num-demo-episodes demos per task; LoRA zero | an NLL like the tokens' one, which also learns the std that
 #   sampling uses; few demos so the start is below 100% |
-# | pi_ref | a frozen copy of the SFT checkpoint (finetune.py, --vla_path) | the SFT model, frozen throughout | - |
+# | pi_ref | model and reference loaded from one --vla_path (finetune.py): the run's starting policy, frozen | a frozen
+#   copy of the policy at each iteration's start; LoRA adapters carry over (official: how a run's adapters become
+#   the next --vla_path is not in the code) | - |
 # | TPO loss | -log sigmoid(beta * margin), beta 0.1, no SFT term, no label smoothing (finetune.py) | same | - |
 # | what a "trajectory" is in the loss | paper: the whole trajectory; official code: every stride-1 window of 8 steps,
 #   chosen and rejected paired by index (finetune.py window_batch); the longer of a pair truncated to the shorter
 #   (maintainer, aiming-lab/GRAPE issue #6) | whole trajectories truncated to the shorter of the pair (--tpo-window
 #   0); --tpo-window 8 gives the code's windows, 1 step-wise DPO | the paper's definition by default |
-# | optimiser | AdamW, lr 2e-5 constant, batch 1 pair, 10 epochs (finetune.py) | AdamW, lr --tpo-lr 1e-4, one pair per
-#   step, 10 epochs per iteration | a small model from a CPU-trained start takes a larger step |
-# | R_self | sum_t log max(p_t, 0.05) of the 7 tokens' probability, lambda_1 0.01 (maniskill2_evaluator.py) | mean
-#   per-step Gaussian log-density, lambda_1 0.1 | a density is not a probability (it can exceed 1), and a sum would
-#   favour long (failed) rollouts; the mean is the per-step geometric likelihood |
+# | optimiser | AdamW (weight decay 0.01, torch's default), lr 2e-5, fresh per run, one step per 8-step window, all
+#   pairs' windows flattened and shuffled once, 10 epochs (finetune.py flatshape) | the same per iteration, lr 1e-4,
+#   no decay on log_std | a small model from a CPU-trained start takes a larger step; decay would pull std to 1 |
+# | R_self | 0.01 log prod_t max(p_t, 0.05), p_t the 7 tokens' probability (maniskill2_evaluator.py) | 0.01 sum_t
+#   log max(p_t, 0.05), p_t the raw action's Gaussian density capped at 1 | a density can exceed 1; capped, every
+#   term is <= 0 (a length penalty) as official; the official product underflows to 0 after ~250 steps (then it
+#   scores R_ext + 5 I_success - 1), a sum of logs does not |
 # | R_ext | prod over 3 stages exp(-sum_c 0.01 max(0, C_c - thr_c)), C_c a per-step cost (distance, grasp, collision
 #   checks) summed over the stage's steps, VLM keypoints (maniskill2_evaluator.py external_score_option2, cal_cost) |
-#   the same product with beta_ext 0.001, thr 0, C_i the stage's distance (cm) summed over its steps, a stage ending
-#   within 3 cm | no VLM: stages (reach, lift, place...) written per task in STAGES; distances only; cm x steps |
+#   the product with beta_ext 0.001, thr 0, C_i the stage's distance (cm) summed over its steps, a stage ending
+#   within 3 cm; NOT official: (stages done + product) / (stages + 1) | no VLM: stages written per task in STAGES;
+#   distances only, so a stage never reached costs nothing: without the count, stuck rollouts could rank higher |
 # | I_success weight | lambda_3 5 (maniskill2_evaluator.py) | 5 | - |
 # | pairs | paper: top-m with bottom-m of a task's ranked rollouts, from the same initial state (quoted in
 #   aiming-lab/GRAPE issue #22); code: ranking by hand, 6-11 rollouts per initial state until one succeeds and one
 #   fails | top-m with bottom-m within each group of M rollouts from one initial state, m 1, ties skipped | - |
 # | sampling | do_sample, HF defaults (temperature 1) | the Gaussian with its learned std | - |
-# | K, M, m, reference updates | not in the code; the paper's values not checked here | K 3, M 4, m 1, 4 initial
-#   states per task, pi_ref fixed | CPU budget |
+# | K, M, m | not in the code; the paper's values not checked here | K 3, M 4, m 1, 4 initial states per task | CPU |
 # | tasks | Simpler-Env, LIBERO, real robot; unseen objects, positions, instructions | MetaWorld v3: 4 training tasks
 #   where SFT from 10 demos stays below 100%, 3 held-out ones (a wall in the way, an unknown word in the instruction);
 #   evaluation on unseen goal positions | state-based tasks that install here |
