@@ -1,79 +1,32 @@
 """GRAPE (lite): iterative trajectory-wise preference optimisation (TPO) of a small VLA, on MetaWorld, on a CPU.
 
-Paper: Zhang et al., "GRAPE: Generalizing Robot Policy via Preference Alignment", 2024, arXiv 2411.19309; official
-code: github.com/aiming-lab/GRAPE (OpenVLA-7B, TPO-LoRA). "Lite": the VLA is the small word + state Transformer of
-ire_vla_lite.py (copied, not imported) with a Gaussian action head; the stage costs are written by hand per
-MetaWorld task from the state, where the paper has a large VLM propose stages and keypoints.
+Paper: Zhang et al., "GRAPE: Generalizing Robot Policy via Preference Alignment", 2024, arXiv 2411.19309; code:
+github.com/aiming-lab/GRAPE (OpenVLA-7B, TPO-LoRA). "Lite": ire_vla_lite.py's small word + state Transformer (copied)
+with a Gaussian head; stage costs hand-written per task (paper: from a VLM). Differences: the table at the end.
 
-Method -> code
-    SFT start: pi_SFT = argmin E[-log pi(a | o, q)] on the training tasks' demos (OpenVLA's token
-        cross-entropy is an NLL too): base weights + Gaussian head (mean, learned std); LoRA stays zero.
-                                                                                 -> sft_loss(), stage "sft"
-    pi_ref: the SFT policy, frozen.
-    Iteration k = 1..K:
-      sample: per training task, --num-init-states initial states, M = --samples-per-state rollouts from each
-        with the stochastic policy (raw Gaussian sample, its log-prob; the env gets it clipped to [-1, 1])
-                                                                                 -> sample_trajectories()
-      score (GCPG, Eq. 9): R(zeta) = lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success, with
-        R_self = (1 / T) sum_t log pi(a_t | o_t, q)                                -> self_reward()
-        R_ext  = prod_i exp(-beta_ext max(0, C_i - thr)), C_i = stage i's distance summed over its steps
-                                                                 -> stage_costs(), external_reward(), STAGES
-        I_success = info["success"]                                                -> gcpg_reward()
-      pair: in each group of rollouts from one initial state, the top-m with the bottom-m   -> make_pairs()
-      update (TPO, Eq. 7): L = -E log sigmoid( beta * ( log pi(zeta_w)/pi_ref(zeta_w)
-                                                        - log pi(zeta_l)/pi_ref(zeta_l) ) ),
-        log pi(zeta) = sum_t log pi(a_t | o_t, q), over LoRA + head       -> preference_margins(), tpo_loss()
-    Step-wise DPO (the paper's baseline): the same pairs, one preference per step instead of per trajectory:
-        --tpo-window 1 (the official training code's 8-step windows: --tpo-window 8).
-    Success on the training tasks and on held-out tasks (never trained on) after SFT and after every iteration.
+Eq. / idea -> code
+    SFT: pi_SFT = argmin E[-log pi(a | o, q)] on the demos; base weights + Gaussian head; LoRA stays 0 -> sft_loss()
+    Iterations 1..K, each from pi_ref = the policy at its start, frozen (as one run of the official finetune.py):
+      sample: per training task, --num-init-states starts, M = --samples-per-state rollouts from each; raw Gaussian
+        samples and their log-probs (the env gets them clipped to [-1, 1])  -> sample_groups(), sample_trajectories()
+      score (GCPG, Eq. 9): R(zeta) = lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success      -> gcpg_reward()
+        R_self = sum_t log max(p_t, 0.05), p_t = pi(a_t | o_t, q) capped at 1                    -> self_reward()
+        R_ext = (stages done + prod_i exp(-beta_ext max(0, C_i - thr))) / (stages + 1)  -> external_reward(),
+            stages written per task in STAGES, C_i summed over the steps spent in stage i      -> stage_costs()
+      pair: in each group of rollouts from one start, the top-m with the bottom-m    -> pair_groups(), make_pairs()
+      update (TPO, Eq. 7): L = -E log sigmoid(beta (log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l))),
+        log pi(zeta) = sum_t log pi(a_t | o_t, q); LoRA + head train  -> preference_margins(), tpo_loss(), tpo_epoch()
+    Step-wise DPO (the paper's baseline): --tpo-window 1; the official code's 8-step windows: 8    -> tpo_windows()
 
 Run:
     python grape_tpo.py                                         # GRAPE (GCPG ranking, whole trajectories)
     python grape_tpo.py --lambda-self 0 --lambda-ext 0          # TPO with success-only ranking
     python grape_tpo.py --tpo-window 1                          # step-wise DPO
-
-Fidelity (paper: arXiv 2411.19309; official code: aiming-lab/GRAPE, read at 89986c7)
-| design choice | paper / official value (source) | this file | why different |
-|---|---|---|---|
-| policy | OpenVLA-7B, 7 action tokens per step, LoRA r 32, alpha 32 (TPO-Train/finetune.py) | 2-layer Transformer
-  d 64 over instruction words + 4 state tokens, Gaussian head with a learned std, LoRA r 8 alpha 16 on every
-  linear layer | CPU budget; continuous actions need a density, so log pi is a Gaussian log-density |
-| SFT | OpenVLA fine-tuned on demos (token cross-entropy) | Gaussian NLL of the base weights and head on the first
-  --num-demo-episodes demos per task; LoRA zero | an NLL like the tokens' one, which also learns the std that
-  sampling uses; few demos so the start is below 100% |
-| pi_ref | a frozen copy of the SFT checkpoint (finetune.py, --vla_path) | the SFT model, frozen, all iterations | - |
-| TPO loss | -log sigmoid(beta * margin), beta 0.1, no SFT term, no label smoothing (finetune.py) | same | - |
-| what a "trajectory" is in the loss | paper: the whole trajectory; official code: every stride-1 window of 8
-  steps, chosen and rejected paired by index (finetune.py window_batch); the longer of a pair truncated to the
-  shorter (maintainer, issue #6) | whole trajectories truncated to the shorter of the pair (--tpo-window 0);
-  --tpo-window 8 gives the code's windows, 1 step-wise DPO | the paper's definition by default |
-| optimiser | AdamW, lr 2e-5 constant, batch 1 pair, 10 epochs (finetune.py) | AdamW, lr --tpo-lr 1e-4, one
-  pair per step, 10 epochs per iteration | a small model from a CPU-trained start takes a larger step |
-| R_self | sum_t log max(p_t, 0.05) of the 7 tokens' probability, lambda_1 0.01 (maniskill2_evaluator.py) | mean
-  per-step Gaussian log-density, lambda_1 0.1 | a density is not a probability (it can exceed 1), and a sum would
-  favour long (failed) rollouts; the mean is the per-step geometric likelihood |
-| R_ext | prod over 3 stages exp(-sum_c 0.01 max(0, C_c - thr_c)), C_c a per-step cost (distance, grasp and
-  collision checks) summed over the steps spent in the stage, keypoints from a VLM (maniskill2_evaluator.py
-  external_score_option2, cal_cost) | prod over the task's hand-written stages of exp(-beta_ext max(0, C_i - thr)),
-  C_i = the stage's distance (cm) summed over the steps spent in it, a stage ending within 3 cm, beta_ext 0.001,
-  thr 0 | no VLM here; the stages (reach, lift, place, ...) are written per task in STAGES; distances only (no
-  grasp or collision checks); beta and thr set for cm x steps |
-| I_success weight | lambda_3 5 (maniskill2_evaluator.py) | 5 | - |
-| pairs | paper: top-m with bottom-m of a task's ranked rollouts, from the same initial state (quoted in issue
-  #22); code: ranking by hand, 6-11 rollouts per initial state until one succeeds and one fails | top-m with
-  bottom-m within each group of M rollouts from one initial state, m 1, ties skipped | - |
-| sampling | do_sample, HF defaults (temperature 1) | the Gaussian with its learned std | - |
-| K, M, m, reference updates | not in the code; the paper's values not checked here | K 3, M 4, m 1, 4 initial
-  states per task, pi_ref fixed | CPU budget |
-| tasks | Simpler-Env, LIBERO, real robot; unseen objects, positions, instructions | MetaWorld v3: 4 training tasks
-  where SFT from 10 demos stays below 100%, 3 held-out tasks (the same with a wall in the way, an unknown word in
-  the instruction); evaluation on unseen goal positions | state-based tasks that install here |
 """
 
 import copy
 import csv
 import os
-import random
 import signal
 import sys
 import time
@@ -91,75 +44,414 @@ from tqdm import tqdm
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """torch.backends.cudnn.deterministic"""
-    cuda: bool = False
-    """use CUDA if available"""
-    threads: int = 1
-    """torch CPU threads"""
-    train_tasks: list[str] = field(default_factory=lambda: ["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
-    """in-domain tasks, with demos (data/metaworld-<task>.npz): SFT, then sampling and TPO"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    threads: int = 1  # torch CPU threads
+    # in-domain tasks, with demos (data/metaworld-<task>.npz): SFT, then sampling and TPO
+    train_tasks: list[str] = field(
+        default_factory=lambda: ["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
+    # unseen tasks, never trained on: the training tasks with a wall in the way (and an unknown word)
     heldout_tasks: list[str] = field(default_factory=lambda: ["reach-wall-v3", "push-wall-v3", "pick-place-wall-v3"])
-    """unseen tasks, never trained on: the training tasks with a wall in the way (and an unknown word)"""
-    num_demo_episodes: int = 10
-    """demo episodes per training task used for SFT (the first ones in the file)"""
-    d_model: int = 64
-    """Transformer width"""
-    n_layers: int = 2
-    """Transformer layers"""
-    n_heads: int = 4
-    """attention heads"""
-    state_tokens: int = 4
-    """state tokens the 39-d observation is projected to"""
-    lora_rank: int = 8
-    """rank r of the LoRA adapters"""
-    lora_alpha: float = 16.0
-    """LoRA alpha: the adapter's output is scaled by alpha / r"""
-    sft_steps: int = 3000
-    """SFT steps (Gaussian NLL)"""
-    sft_lr: float = 1e-3
-    """SFT learning rate"""
-    batch_size: int = 256
-    """SFT minibatch"""
-    num_iterations: int = 3
-    """K: rounds of (sample, score, pair, TPO update)"""
-    num_init_states: int = 4
-    """initial states per training task per iteration"""
-    samples_per_state: int = 4
-    """M: rollouts of the stochastic policy from each initial state"""
-    num_pairs: int = 1
-    """m: the top-m rollouts of a group are paired with its bottom-m"""
-    max_episode_steps: int = 500
-    """rollout limit when sampling (MetaWorld's 500, as evaluate())"""
-    beta: float = 0.1
-    """beta of the TPO loss (official: 0.1)"""
-    tpo_window: int = 0
-    """0: one preference per whole trajectory (TPO); k > 0: one per window of k steps (1: step-wise DPO; 8: the
-    official training code's windows)"""
-    tpo_lr: float = 1e-4
-    """TPO learning rate (AdamW)"""
-    tpo_epochs: int = 10
-    """passes over an iteration's pairs, one pair per step"""
-    lambda_self: float = 0.1
-    """lambda_1: weight of R_self, the mean per-step log-likelihood"""
-    lambda_ext: float = 1.0
-    """lambda_2: weight of R_ext, the staged external reward"""
-    lambda_success: float = 5.0
-    """lambda_3: weight of I_success (official: 5)"""
-    beta_ext: float = 0.001
-    """R_ext: exp(-beta_ext * max(0, C_i - threshold)) per stage, C_i in cm x steps"""
-    cost_threshold: float = 0.0
-    """R_ext: the cost (cm x steps) a stage may take for free"""
-    stage_tolerance: float = 3.0
-    """cm: a stage ends (and the next begins) at the first step its distance is within this"""
-    eval_episodes: int = 10
-    """deterministic evaluation episodes per task"""
+    num_demo_episodes: int = 10  # demo episodes per training task used for SFT (the first ones in the file)
+    d_model: int = 64  # Transformer width
+    n_layers: int = 2  # Transformer layers
+    n_heads: int = 4  # attention heads
+    state_tokens: int = 4  # state tokens the 39-d observation is projected to
+    lora_rank: int = 8  # rank r of the LoRA adapters
+    lora_alpha: float = 16.0  # LoRA alpha: the adapter's output is scaled by alpha / r
+    sft_steps: int = 3000  # SFT steps (Gaussian NLL)
+    sft_lr: float = 1e-3  # SFT learning rate
+    batch_size: int = 256  # SFT minibatch
+    num_iterations: int = 3  # K: rounds of (sample, score, pair, TPO update)
+    num_init_states: int = 4  # initial states per training task per iteration
+    samples_per_state: int = 4  # M: rollouts of the stochastic policy from each initial state
+    num_pairs: int = 1  # m: the top-m rollouts of a group are paired with its bottom-m
+    max_episode_steps: int = 500  # rollout limit when sampling (MetaWorld's 500, as evaluate())
+    beta: float = 0.1  # beta of the TPO loss (official: 0.1)
+    tpo_window: int = 0  # 0: one preference per trajectory (TPO); n: one per n-step window (1: step DPO; 8: official)
+    tpo_lr: float = 1e-4  # TPO learning rate (AdamW, a fresh one each iteration)
+    tpo_weight_decay: float = 0.01  # AdamW weight decay of the adapters and the head, not log_std (official: 0.01)
+    tpo_epochs: int = 10  # passes over an iteration's windows (or pairs), one optimiser step each
+    lambda_self: float = 0.01  # lambda_1: weight of R_self, the summed clipped log-likelihood (official: 0.01)
+    lambda_ext: float = 1.0  # lambda_2: weight of R_ext, the staged external reward
+    lambda_success: float = 5.0  # lambda_3: weight of I_success (official: 5)
+    beta_ext: float = 0.001  # R_ext: exp(-beta_ext * max(0, C_i - threshold)) per stage, C_i in cm x steps
+    cost_threshold: float = 0.0  # R_ext: the cost (cm x steps) a stage may take for free
+    stage_tolerance: float = 3.0  # cm: a stage ends (the next begins) at the first step its distance is within this
+    eval_episodes: int = 10  # deterministic evaluation episodes per task
+
+    def __post_init__(self):  # every check of the command line, each failure one sentence
+        if set(self.heldout_tasks) & set(self.train_tasks):
+            raise SystemExit("A held-out task is also trained on: --heldout-tasks must not overlap --train-tasks.")
+        if self.samples_per_state < 2 or not 1 <= self.num_pairs <= self.samples_per_state // 2:
+            raise SystemExit(f"--num-pairs ({self.num_pairs}) must be between 1 and half of --samples-per-state "
+                             f"({self.samples_per_state}), which must be at least 2: a pair needs two rollouts.")
 
 
+# ---- the model: ire_vla_lite.py's backbone, with a Gaussian head of learned std and no critic ----
+class LoRALinear(nn.Module):
+    """y = W x + b + (alpha / r) B A x; A random, B zero, so the adapter adds nothing until B is trained."""
+
+    def __init__(self, inp, out, rank, alpha):
+        super().__init__()
+        self.base = nn.Linear(inp, out)
+        self.A = nn.Parameter(torch.randn(rank, inp) / np.sqrt(inp))
+        self.B = nn.Parameter(torch.zeros(out, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block; every linear layer carries LoRA."""
+
+    def __init__(self, d, heads, rank, alpha):
+        super().__init__()
+        self.h = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.o = LoRALinear(d, 3 * d, rank, alpha), LoRALinear(d, d, rank, alpha)
+        self.ff1, self.ff2 = LoRALinear(d, 4 * d, rank, alpha), LoRALinear(4 * d, d, rank, alpha)
+
+    def forward(self, x):  # (B, T, d)
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / np.sqrt(d // self.h), -1) @ v
+        x = x + self.o(att.transpose(1, 2).reshape(B, T, d))
+        return x + self.ff2(torch.relu(self.ff1(self.ln2(x))))
+
+
+class VLA(nn.Module):
+    """Backbone: [CLS] + instruction word tokens + state tokens -> Transformer -> CLS feature.
+    Head: Gaussian pi(a | o, q) = N(mean(feature), exp(log_std)^2), log_std a learned parameter per dimension."""
+
+    def __init__(self, vocab, obs_dim, act_dim, args, obs_mean, obs_std):
+        super().__init__()
+        d = args.d_model
+        self.vocab, self.state_tokens = {w: i for i, w in enumerate(vocab)}, args.state_tokens
+        self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32))
+        self.word = nn.Embedding(len(vocab) + 2, d)  # len(vocab): unknown word, len(vocab) + 1: padding
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.state = nn.Linear(obs_dim, args.state_tokens * d)
+        self.blocks = nn.ModuleList([Block(d, args.n_heads, args.lora_rank, args.lora_alpha)
+                                     for _ in range(args.n_layers)])
+        self.ln = nn.LayerNorm(d)
+        self.action_head = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, act_dim))
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(0.3))))
+
+    def tokens(self, task, width=4):
+        """The instruction as `width` word ids (unknown words -> len(vocab), padding -> len(vocab) + 1)."""
+        ids = [self.vocab.get(w, len(self.vocab)) for w in task_words(task)][:width]
+        return torch.tensor(ids + [len(self.vocab) + 1] * (width - len(ids)))
+
+    def backbone(self, obs, words):
+        """obs (B, o), words (B, L) word ids -> features (B, d)."""
+        s = self.state(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)).view(len(obs), self.state_tokens, -1)
+        x = torch.cat([self.cls.expand(len(obs), -1, -1), self.word(words), s], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.ln(x[:, 0])
+
+    def dist(self, obs, words):
+        """pi(. | o, q) as a Normal over the raw action (B, act_dim)."""
+        return torch.distributions.Normal(self.action_head(self.backbone(obs, words)),
+                                          self.log_std.clamp(-5, 1).exp(), validate_args=False)
+
+    def act(self, obs, task):
+        """evaluate()'s deterministic action for one observation: the Gaussian's mean, clipped to [-1, 1]."""
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)[None]
+            return self.action_head(self.backbone(o, self.tokens(task)[None]))[0].clamp(-1, 1).numpy()
+
+    def lora_params(self):
+        return [p for n, p in self.named_parameters() if n.endswith(".A") or n.endswith(".B")]
+
+    def base_params(self):
+        """What SFT trains: every weight but the LoRA adapters (the Gaussian head included)."""
+        lora = {id(p) for p in self.lora_params()}
+        return [p for p in self.parameters() if id(p) not in lora]
+
+    def tpo_param_groups(self, weight_decay):
+        """What TPO trains: LoRA (TPO-LoRA) and the Gaussian head, with weight decay; log_std without (std -> 1)."""
+        return [{"params": self.lora_params() + [*self.action_head.parameters()], "weight_decay": weight_decay},
+                {"params": [self.log_std], "weight_decay": 0.0}]
+
+
+# ---- losses (pure functions) ----
+def sft_loss(model, obs, words, act):
+    """SFT: the Gaussian NLL E[-log pi(a | o, q)] (mean and std); scalar."""
+    return -model.dist(obs, words).log_prob(act).sum(-1).mean()
+
+
+def step_log_probs(model, tr, steps=slice(None)):
+    """log pi(a_t | o_t, q) of the steps of a rollout tr (obs (T, o), raw actions (T, a), task) under model: (T,)."""
+    obs, words = torch.as_tensor(tr["obs"][steps]), model.tokens(tr["task"])[None]
+    return model.dist(obs, words.expand(len(obs), -1)).log_prob(torch.as_tensor(tr["act"][steps])).sum(-1)
+
+
+def preference_margins(logp_w, ref_w, logp_l, ref_l):
+    """The margin log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l) (Eq. 7): per-step log-probs (T_w,),
+    (T_w,), (T_l,), (T_l,), both truncated to the shorter length T, summed over the T steps; returns (1,)."""
+    T = min(len(logp_w), len(logp_l))
+    return ((logp_w[:T] - ref_w[:T]) - (logp_l[:T] - ref_l[:T])).sum()[None]
+
+
+def tpo_loss(margins, beta):
+    """L_TPO = -E[log sigmoid(beta * margin)] (Eq. 7); scalar."""
+    return -F.logsigmoid(beta * margins).mean()
+
+
+# ---- GCPG reward (Eq. 9): R = lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success ----
+# Stages written by hand from MetaWorld's 39-d state o (T, 39) (hand xyz 0:3, object xyz 4:7, goal xyz 36:39), one
+# per-step distance (m) per stage, in the task's order; the paper has a VLM propose the stages and keypoints.
+HAND, OBJ, GOAL = slice(0, 3), slice(4, 7), slice(36, 39)
+REACH_OBJ = ("reach the object", lambda o: np.linalg.norm(o[:, HAND] - o[:, OBJ], axis=-1))
+OBJ_TO_GOAL = ("bring the object to the goal", lambda o: np.linalg.norm(o[:, OBJ] - o[:, GOAL], axis=-1))
+REACH_GOAL = ("reach the goal", lambda o: np.linalg.norm(o[:, HAND] - o[:, GOAL], axis=-1))
+LIFT = ("lift the object", lambda o: np.maximum(0.0, 0.05 - (o[:, 6] - o[0, 6])))  # short of 5 cm above its start
+STAGES = {
+    "reach-v3": [REACH_GOAL],
+    "pick-place-v3": [REACH_OBJ, LIFT, ("place it at the goal", OBJ_TO_GOAL[1])],
+    "peg-insert-side-v3": [REACH_OBJ, ("lift the peg", LIFT[1]), ("insert it", OBJ_TO_GOAL[1])],
+    "reach-wall-v3": [REACH_GOAL],
+    "pick-place-wall-v3": [REACH_OBJ, LIFT, ("place it at the goal", OBJ_TO_GOAL[1])],
+}
+DEFAULT_STAGES = [REACH_OBJ, OBJ_TO_GOAL]  # push, doors, drawers, windows, buttons: reach the handle, move it
+
+
+def stage_costs(obs, task, tolerance):
+    """C_i (cm x steps): stage i's distance summed over its steps, from the end of stage i - 1 to the first step its
+    distance is within `tolerance` cm (or the end); obs (T, 39) -> C (number of stages,), stages completed."""
+    costs, t0, done = [], 0, 0
+    for _, fn in STAGES.get(task, DEFAULT_STAGES):
+        d = 100.0 * fn(obs)[t0:]
+        within = np.flatnonzero(d <= tolerance)
+        t1 = int(within[0]) + 1 if len(within) else len(d)
+        costs.append(float(d[:t1].sum()))
+        t0, done = t0 + t1, done + (len(within) > 0)
+    return np.array(costs), done
+
+
+def external_reward(costs, done, beta_ext, threshold):
+    """R_ext = (stages done + prod_i exp(-beta_ext max(0, C_i - thr))) / (stages + 1): progress, then cost, ranks."""
+    return float((done + np.exp(-beta_ext * np.maximum(0.0, np.asarray(costs) - threshold).sum())) / (len(costs) + 1))
+
+
+def self_reward(logp):
+    """R_self = sum_t log max(p_t, 0.05), p_t = pi(a_t | o_t, q) at sampling, capped at 1 (every term <= 0)."""
+    return float(np.sum(np.clip(logp, np.log(0.05), 0.0)))
+
+
+def gcpg_reward(r_self, r_ext, success, lambda_self, lambda_ext, lambda_success):
+    """Eq. 9: lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success."""
+    return lambda_self * r_self + lambda_ext * r_ext + lambda_success * float(success)
+
+
+def make_pairs(scores, m):
+    """(winner, loser) indices: the i-th best with the i-th worst of one group, i < m; equal scores are skipped."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    pairs = []
+    for i in range(min(m, len(order) // 2)):
+        w, lo = order[i], order[-1 - i]
+        if scores[w] > scores[lo]:
+            pairs.append((int(w), int(lo)))
+    return pairs
+
+
+def pair_groups(scores, M, m):
+    """make_pairs() within each group of M consecutive rollouts (one start); (winner, loser) indices into scores."""
+    return [(g + w, g + lo) for g in range(0, len(scores) - M + 1, M) for w, lo in make_pairs(scores[g:g + M], m)]
+
+
+# ---- sampling and the TPO update ----
+def task_words(task):
+    """'pick-place-v3' -> ['pick', 'place'] (the instruction)."""
+    return [w for w in task.split("-") if w != "v3"]
+
+
+def reset_to(env, task_index, seed):
+    """Reset an MT1 env to its task_index-th goal/object placement (else drawn by an RNG that reset(seed) misses)."""
+    env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
+    env.unwrapped.set_task(env.get_wrapper_attr("tasks")[task_index])
+    return env.reset(seed=int(seed))[0]
+
+
+def sample_trajectories(model, envs, tasks, starts, max_steps):
+    """One rollout per env in lockstep (one batched forward per step), env i from reset_to(env, *starts[i]) with the
+    instruction tasks[i]; per rollout: obs (T, o), raw actions (T, a), their log-probs (T,), success, task."""
+    words = torch.stack([model.tokens(t) for t in tasks])
+    obs = np.stack([reset_to(env, *start) for env, start in zip(envs, starts)]).astype(np.float32)
+    live = np.ones(len(envs), bool)
+    out = [{"obs": [], "act": [], "logp": [], "success": False, "task": t} for t in tasks]
+    for _ in range(max_steps):
+        idx = np.flatnonzero(live)
+        if len(idx) == 0:
+            break
+        with torch.no_grad():
+            dist = model.dist(torch.as_tensor(obs[idx]), words[idx])
+            a = dist.sample()  # the raw Gaussian sample: TPO's log-probs are of this
+            logp = dist.log_prob(a).sum(-1)
+        for j, i in enumerate(idx):
+            nxt, _, term, trunc, info = envs[i].step(a[j].clamp(-1, 1).numpy())  # the env gets it clipped
+            out[i]["obs"].append(obs[i].copy())
+            out[i]["act"].append(a[j].numpy())
+            out[i]["logp"].append(float(logp[j]))
+            if term or trunc:
+                live[i], out[i]["success"] = False, bool(info["success"])
+            obs[i] = nxt
+    return [{**r, "obs": np.array(r["obs"], np.float32), "act": np.array(r["act"], np.float32),
+             "logp": np.array(r["logp"], np.float32)} for r in out]
+
+
+def sample_groups(model, envs, tasks, M, num_init_states, max_steps, rng):
+    """num_init_states rounds of sample_trajectories(); each task's M envs share a start (MT1 placement, seed)."""
+    trajs, n_tasks = [], len(envs) // M
+    for _ in range(num_init_states):
+        starts = list(zip(rng.integers(0, 50, n_tasks), rng.integers(0, 2**31, n_tasks)))
+        trajs += sample_trajectories(model, envs, tasks, [st for st in starts for _ in range(M)], max_steps)
+    return trajs
+
+
+def tpo_windows(trajs, pairs, window, rng):
+    """As finetune.py: every stride-1 `window`-step window (0: all) of every pair cut to its shorter rollout, all
+    pairs' windows flattened and shuffled once: [(pair index, steps)], one optimiser step each."""
+    units = []
+    for p, (w, lo) in enumerate(pairs):
+        T = min(len(trajs[w]["act"]), len(trajs[lo]["act"]))
+        n = T if window <= 0 else min(window, T)
+        units += [(p, slice(t, t + n)) for t in range(T - n + 1)]
+    return [units[i] for i in rng.permutation(len(units))]
+
+
+def tpo_epoch(model, opt, trajs, pairs, windows, ref_logp, beta):
+    """A pass over the windows in their order, an optimiser step per window on tpo_loss() alone; losses, margins."""
+    losses, margins = [], []
+    for p, steps in windows:
+        w, lo = pairs[p]
+        margin = preference_margins(step_log_probs(model, trajs[w], steps), ref_logp[w][steps],
+                                    step_log_probs(model, trajs[lo], steps), ref_logp[lo][steps])
+        loss = tpo_loss(margin, beta)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        margins.append(margin.mean().item())
+    return losses, margins
+
+
+def main():
+    args = tyro.cli(Args)
+    run_name = f"metaworld__{args.exp_name}__{args.seed}__{int(time.time())}"
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+
+    obs_e, act_e, demo_tasks = load_sft_data(args)  # the training tasks' demos
+    vocab = sorted({w for t in args.train_tasks for w in task_words(t)})
+    model = VLA(vocab, obs_e.shape[1], act_e.shape[1], args, obs_e.mean(0), obs_e.std(0) + 1e-3)
+    demos = {"obs": torch.as_tensor(obs_e), "act": torch.as_tensor(act_e),
+             "words": torch.stack([model.tokens(t) for t in demo_tasks])}
+    print(f"SFT data: {len(act_e)} transitions, {args.num_demo_episodes} episodes from each of "
+          f"{len(args.train_tasks)} tasks; vocabulary {vocab}")
+    log = Logger(run_name, args)
+    splits = {"train": args.train_tasks, "heldout": args.heldout_tasks}
+    results = []  # (iteration, success per split, success per task)
+
+    # ---- SFT: Gaussian NLL of the base weights and head; LoRA stays zero ----
+    opt = torch.optim.Adam(model.base_params(), lr=args.sft_lr)
+    for step in log.steps(tqdm(range(args.sft_steps), desc="SFT", leave=False)):  # stops on SIGINT/SIGTERM (Logger)
+        idx = torch.as_tensor(rng.integers(0, len(act_e), args.batch_size))
+        loss = sft_loss(model, demos["obs"][idx], demos["words"][idx], demos["act"][idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 250 == 0 or step == args.sft_steps - 1:
+            log.log(step, **{"losses/sft_nll": loss.item(), "charts/std": model.log_std.exp().mean().item()})
+    evaluate_splits(0, model, splits, args, log, results)
+
+    # ---- iterative TPO ----
+    M = args.samples_per_state  # M envs per task, built with one seed (one MT1 task list), run in lockstep
+    envs = [] if log.interrupted else [make_env(f"metaworld/{t}", args.seed + 100 * i, args.max_episode_steps)()
+                                       for i, t in enumerate(args.train_tasks) for _ in range(M)]
+    tasks = [t for t in args.train_tasks for _ in range(M)]
+    epochs_done = 0  # TPO epochs over all iterations: the x-axis of the TPO losses
+    for it in log.steps(tqdm(range(1, args.num_iterations + 1), desc="GRAPE iterations")):
+        # as one run of finetune.py: pi_ref = this iteration's starting policy, frozen, and a fresh AdamW
+        ref = copy.deepcopy(model).requires_grad_(False)
+        tpo_opt = torch.optim.AdamW(model.tpo_param_groups(args.tpo_weight_decay), lr=args.tpo_lr)
+        trajs = sample_groups(model, envs, tasks, M, args.num_init_states, args.max_episode_steps, rng)
+        # score (GCPG) and pair top-m with bottom-m within each group
+        r_ext = [external_reward(*stage_costs(tr["obs"], tr["task"], args.stage_tolerance), args.beta_ext,
+                                 args.cost_threshold) for tr in trajs]
+        scores = [gcpg_reward(self_reward(tr["logp"]), re, tr["success"], args.lambda_self, args.lambda_ext,
+                              args.lambda_success) for tr, re in zip(trajs, r_ext)]
+        pairs = pair_groups(scores, M, args.num_pairs)
+        log.log(it, **{"charts/sample_success": float(np.mean([tr["success"] for tr in trajs])),
+                       "charts/r_ext": float(np.mean(r_ext)), "charts/gcpg": float(np.mean(scores)),
+                       "charts/pairs": len(pairs),
+                       "charts/pairs_success_vs_failure": sum(trajs[w]["success"] > trajs[lo]["success"]
+                                                              for w, lo in pairs)})
+        # TPO: pi_ref's log-probs once per rollout, then epochs of one optimiser step per window
+        with torch.no_grad():
+            ref_logp = {i: step_log_probs(ref, trajs[i]) for pr in pairs for i in pr}
+        windows = tpo_windows(trajs, pairs, args.tpo_window, rng)
+        for _ in log.steps(range(args.tpo_epochs if pairs else 0)):
+            losses, margins = tpo_epoch(model, tpo_opt, trajs, pairs, windows, ref_logp, args.beta)
+            epochs_done += 1
+            log.log(epochs_done, **{"losses/tpo": float(np.mean(losses)), "charts/margin": float(np.mean(margins)),
+                                    "charts/std": model.log_std.exp().mean().item()})
+        if pairs:
+            log.log(it, **{"charts/mean_shift_from_ref": mean_shift(model, ref, trajs, pairs)})
+        evaluate_splits(it, model, splits, args, log, results)
+
+    for env in envs:
+        env.close()
+    return log.finish({"model": model.state_dict(), "vocab": vocab, "results": results})
+
+
+# ---- data, evaluation and a diagnostic, out of main()'s way ----
+def load_sft_data(args):
+    """Observations, actions and each row's task of the first --num-demo-episodes demos of each training task."""
+    data_dir, n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"), args.num_demo_episodes
+    obs_l, act_l, demo_tasks = [], [], []
+    for t in args.train_tasks:
+        d = load_demos(os.path.join(data_dir, f"metaworld-{t}.npz"), make_env(f"metaworld/{t}", args.seed)())
+        ends = np.flatnonzero(d["terminations"] + d["truncations"])
+        if n > len(ends):
+            raise SystemExit(f"--num-demo-episodes {n} is more than the {len(ends)} episodes in the demo file: pass "
+                             f"at most {len(ends)}.")
+        obs_l.append(d["observations"][: ends[n - 1] + 1])
+        act_l.append(d["actions"][: ends[n - 1] + 1])
+        demo_tasks += [t] * (ends[n - 1] + 1)
+    return np.concatenate(obs_l), np.concatenate(act_l), demo_tasks
+
+
+def evaluate_splits(it, model, splits, args, log, results):
+    """Deterministic success rate per task and per split (train, held-out): logged at step `it`, printed, kept."""
+    if log.interrupted:  # SIGINT/SIGTERM: straight to saving the model
+        return
+    per_task = {t: evaluate(lambda obs: model.act(obs, t), f"metaworld/{t}", args.eval_episodes, 10_000 + args.seed)[1]
+                for ts in splits.values() for t in ts}
+    row = {s: float(np.mean([per_task[t] for t in ts])) for s, ts in splits.items()}
+    log.log(it, **{f"eval/success_{s}": v for s, v in row.items()},
+            **{f"eval/success/{t}": v for t, v in per_task.items()})
+    results.append((it, row, per_task))
+    print(f"iteration {it}: success train {row['train']:.2f}, held-out {row['heldout']:.2f} ("
+          + ", ".join(f"{t} {v:.1f}" for t, v in per_task.items()) + ")")
+
+
+def mean_shift(model, ref, trajs, pairs):
+    """How far the deterministic policy has moved from pi_ref: mean |mean action - pi_ref's| on the paired rollouts."""
+    with torch.no_grad():
+        o = torch.as_tensor(np.concatenate([trajs[i]["obs"] for pr in pairs for i in pr]))
+        words = torch.cat([model.tokens(trajs[i]["task"])[None].expand(len(trajs[i]["obs"]), -1)
+                           for pr in pairs for i in pr])
+        return (model.dist(o, words).mean - ref.dist(o, words).mean).abs().mean().item()
+
+
+# ==== shared helpers: identical in every file (see template.py) ====
 # ---- shared: make_env ----
 def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
     """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
@@ -364,392 +656,44 @@ class Logger:
 # ---- end shared ----
 
 
-def task_words(task):
-    """'pick-place-v3' -> ['pick', 'place'] (the instruction)."""
-    return [w for w in task.split("-") if w != "v3"]
-
-
-def first_episodes(d, n):
-    """The first n episodes of a demo dict (episodes end where terminations or truncations is 1)."""
-    ends = np.flatnonzero(d["terminations"] + d["truncations"])
-    if n > len(ends):
-        raise SystemExit(f"--num-demo-episodes {n} is more than the {len(ends)} episodes in the demo file: pass at "
-                         f"most {len(ends)}.")
-    return {k: v[: ends[n - 1] + 1] for k, v in d.items()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The model (ire_vla_lite.py's backbone, with a Gaussian head of learned std and no critic)
-# ----------------------------------------------------------------------------------------------------------
-class LoRALinear(nn.Module):
-    """y = W x + b + (alpha / r) B A x; A random, B zero, so the adapter adds nothing until B is trained."""
-
-    def __init__(self, inp, out, rank, alpha):
-        super().__init__()
-        self.base = nn.Linear(inp, out)
-        self.A = nn.Parameter(torch.randn(rank, inp) / np.sqrt(inp))
-        self.B = nn.Parameter(torch.zeros(out, rank))
-        self.scale = alpha / rank
-
-    def forward(self, x):
-        return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block; every linear layer carries LoRA."""
-
-    def __init__(self, d, heads, rank, alpha):
-        super().__init__()
-        self.h = heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.o = LoRALinear(d, 3 * d, rank, alpha), LoRALinear(d, d, rank, alpha)
-        self.ff1, self.ff2 = LoRALinear(d, 4 * d, rank, alpha), LoRALinear(4 * d, d, rank, alpha)
-
-    def forward(self, x):  # (B, T, d)
-        B, T, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        att = torch.softmax(q @ k.transpose(-1, -2) / np.sqrt(d // self.h), -1) @ v
-        x = x + self.o(att.transpose(1, 2).reshape(B, T, d))
-        return x + self.ff2(torch.relu(self.ff1(self.ln2(x))))
-
-
-class VLA(nn.Module):
-    """Backbone: [CLS] + instruction word tokens + state tokens -> Transformer -> CLS feature.
-    Head: Gaussian pi(a | o, q) = N(mean(feature), exp(log_std)^2), log_std a learned parameter per dimension."""
-
-    def __init__(self, vocab, obs_dim, act_dim, args, obs_mean, obs_std):
-        super().__init__()
-        d = args.d_model
-        self.vocab, self.k = {w: i for i, w in enumerate(vocab)}, args.state_tokens
-        self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32))
-        self.word = nn.Embedding(len(vocab) + 2, d)  # len(vocab): unknown word, len(vocab) + 1: padding
-        self.cls = nn.Parameter(torch.zeros(1, 1, d))
-        self.state = nn.Linear(obs_dim, args.state_tokens * d)
-        self.blocks = nn.ModuleList([Block(d, args.n_heads, args.lora_rank, args.lora_alpha) for _ in range(args.n_layers)])
-        self.ln = nn.LayerNorm(d)
-        self.action_head = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, act_dim))
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(0.3))))
-
-    def tokens(self, task, width=4):
-        """The instruction as `width` word ids (unknown words -> len(vocab), padding -> len(vocab) + 1)."""
-        ids = [self.vocab.get(w, len(self.vocab)) for w in task_words(task)][:width]
-        return torch.tensor(ids + [len(self.vocab) + 1] * (width - len(ids)))
-
-    def backbone(self, obs, words):
-        """obs (B, o), words (B, L) word ids -> features (B, d)."""
-        s = self.state(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)).view(len(obs), self.k, -1)
-        x = torch.cat([self.cls.expand(len(obs), -1, -1), self.word(words), s], 1)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.ln(x[:, 0])
-
-    def dist(self, obs, words):
-        """pi(. | o, q) as a Normal over the raw action (B, act_dim)."""
-        return torch.distributions.Normal(self.action_head(self.backbone(obs, words)),
-                                          self.log_std.clamp(-5, 1).exp(), validate_args=False)
-
-    def lora_params(self):
-        return [p for n, p in self.named_parameters() if n.endswith(".A") or n.endswith(".B")]
-
-    def base_params(self):
-        lora = {id(p) for p in self.lora_params()}
-        return [p for p in self.parameters() if id(p) not in lora]
-
-    def tpo_params(self):
-        """What TPO trains: LoRA adapters (TPO-LoRA) and the Gaussian head (mean and std)."""
-        return self.lora_params() + [*self.action_head.parameters(), self.log_std]
-
-
-def pad_words(model, tasks):
-    return torch.stack([model.tokens(t) for t in tasks])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Losses
-# ----------------------------------------------------------------------------------------------------------
-def sft_loss(model, obs, words, act):
-    """SFT: the Gaussian NLL E[-log pi(a | o, q)] (mean and std); scalar."""
-    return -model.dist(obs, words).log_prob(act).sum(-1).mean()
-
-
-def step_log_probs(model, obs, words, act):
-    """log pi(a_t | o_t, q) of every step of one trajectory (T,); words (1, L) or (T, L)."""
-    return model.dist(obs, words.expand(len(obs), -1)).log_prob(act).sum(-1)
-
-
-def preference_margins(logp_w, ref_w, logp_l, ref_l, window=0):
-    """Per-step log-ratios of the preferred (w) and rejected (l) trajectory, truncated to the shorter one's length
-    T, give the margins log pi(zeta_w)/pi_ref(zeta_w) - log pi(zeta_l)/pi_ref(zeta_l) (Eq. 7 of TPO), each a sum
-    of (log pi - log pi_ref) over steps: window 0: one margin over all T steps; window k: one per stride-1 window
-    of k steps (T - k + 1 of them; 1: step-wise DPO). Inputs (T_w,), (T_w,), (T_l,), (T_l,); returns (n,)."""
-    T = min(len(logp_w), len(logp_l))
-    d = (logp_w[:T] - ref_w[:T]) - (logp_l[:T] - ref_l[:T])  # (T,)
-    if window <= 0 or window >= T:
-        return d.sum()[None]
-    c = F.pad(d.cumsum(0), (1, 0))
-    return c[window:] - c[:-window]
-
-
-def tpo_loss(margins, beta):
-    """L_TPO = -E[log sigmoid(beta * margin)] (Eq. 7); scalar."""
-    return -F.logsigmoid(beta * margins).mean()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# GCPG reward (Eq. 9): R = lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success
-# ----------------------------------------------------------------------------------------------------------
-def _hand(o):
-    return o[:, 0:3]
-
-
-def _obj(o):
-    return o[:, 4:7]
-
-
-def _goal(o):
-    return o[:, 36:39]
-
-
-def _dist(a, b):
-    return np.linalg.norm(a - b, axis=-1)
-
-
-def _lift_shortfall(o, height=0.05):
-    """How far (m) the object is from having been lifted `height` above its start, per step."""
-    return np.maximum(0.0, height - (_obj(o)[:, 2] - _obj(o)[0, 2]))
-
-
-# Stages written by hand from MetaWorld's 39-d state (hand xyz 0:3, object xyz 4:7, goal xyz 36:39), one per-step
-# distance (m) per stage, in the task's order; the paper has a VLM propose the stages and keypoints.
-REACH_OBJ = ("reach the object", lambda o: _dist(_hand(o), _obj(o)))
-OBJ_TO_GOAL = ("bring the object to the goal", lambda o: _dist(_obj(o), _goal(o)))
-STAGES = {
-    "reach-v3": [("reach the goal", lambda o: _dist(_hand(o), _goal(o)))],
-    "pick-place-v3": [REACH_OBJ, ("lift the object", _lift_shortfall), ("place it at the goal",
-                                                                         lambda o: _dist(_obj(o), _goal(o)))],
-    "peg-insert-side-v3": [REACH_OBJ, ("lift the peg", _lift_shortfall), ("insert it", lambda o: _dist(_obj(o), _goal(o)))],
-    "reach-wall-v3": [("reach the goal", lambda o: _dist(_hand(o), _goal(o)))],
-    "pick-place-wall-v3": [REACH_OBJ, ("lift the object", _lift_shortfall), ("place it at the goal",
-                                                                              lambda o: _dist(_obj(o), _goal(o)))],
-}
-DEFAULT_STAGES = [REACH_OBJ, OBJ_TO_GOAL]  # push, doors, drawers, windows, buttons: reach the handle, move it
-
-
-def stage_costs(obs, task, tolerance):
-    """C_i (cm x steps): stage i's distance summed over the steps spent in stage i, as the official code sums each
-    stage's per-step cost over its steps. Stage i runs from the end of stage i - 1 to the first step its own distance
-    is within `tolerance` cm (or the end). So a rollout pays for every step it spends short of a stage: slower or
-    stuck rollouts cost more, stages never reached cost nothing. obs (T, 39) -> (number of stages,)."""
-    costs, t0 = [], 0
-    for _, fn in STAGES.get(task, DEFAULT_STAGES):
-        d = 100.0 * fn(obs)[t0:]
-        within = np.flatnonzero(d <= tolerance)
-        t1 = int(within[0]) + 1 if len(within) else len(d)
-        costs.append(float(d[:t1].sum()))
-        t0 += t1
-    return np.array(costs)
-
-
-def external_reward(costs, beta_ext, threshold):
-    """R_ext = prod_i exp(-beta_ext * max(0, C_i - threshold)), in (0, 1]."""
-    return float(np.exp(-beta_ext * np.maximum(0.0, np.asarray(costs) - threshold).sum()))
-
-
-def self_reward(logp):
-    """R_self: the mean per-step log-likelihood of the rollout's raw actions under the policy that sampled it."""
-    return float(np.mean(logp))
-
-
-def gcpg_reward(r_self, r_ext, success, lambda_self, lambda_ext, lambda_success):
-    """Eq. 9: lambda_1 R_self + lambda_2 R_ext + lambda_3 I_success."""
-    return lambda_self * r_self + lambda_ext * r_ext + lambda_success * float(success)
-
-
-def make_pairs(scores, m):
-    """Indices (winner, loser) pairing the i-th best with the i-th worst of one group, i < m (never a rollout with
-    itself); pairs of equal score carry no preference and are skipped."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    pairs = []
-    for i in range(min(m, len(order) // 2)):
-        w, lo = order[i], order[-1 - i]
-        if scores[w] > scores[lo]:
-            pairs.append((int(w), int(lo)))
-    return pairs
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sampling and evaluation
-# ----------------------------------------------------------------------------------------------------------
-def reset_to(env, k, seed):
-    """Reset a MetaWorld MT1 env to its k-th task (goal and object positions), so that envs built with the same seed
-    start from the same state: MT1 otherwise draws the task from an RNG that reset(seed) has not reseeded yet."""
-    env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
-    env.unwrapped.set_task(env.get_wrapper_attr("tasks")[k])
-    return env.reset(seed=int(seed))[0]
-
-
-def sample_trajectories(model, envs, tasks, starts, max_steps):
-    """One rollout per env, all envs in lockstep (one batched forward per step); env i starts from
-    reset_to(env, *starts[i]) with the instruction of tasks[i]. Returns per rollout: obs (T, o), raw actions (T, a)
-    and their log-probs (T,), success, task."""
-    words = pad_words(model, tasks)
-    obs = np.stack([reset_to(env, k, s) for env, (k, s) in zip(envs, starts)]).astype(np.float32)
-    live = np.ones(len(envs), bool)
-    out = [{"obs": [], "act": [], "logp": [], "success": False, "task": t} for t in tasks]
-    for _ in range(max_steps):
-        idx = np.flatnonzero(live)
-        if len(idx) == 0:
-            break
-        with torch.no_grad():
-            dist = model.dist(torch.as_tensor(obs[idx]), words[idx])
-            a = dist.sample()  # the raw Gaussian sample: TPO's log-probs are of this
-            logp = dist.log_prob(a).sum(-1)
-        for j, i in enumerate(idx):
-            nxt, _, term, trunc, info = envs[i].step(a[j].clamp(-1, 1).numpy())  # the env gets it clipped
-            out[i]["obs"].append(obs[i].copy())
-            out[i]["act"].append(a[j].numpy())
-            out[i]["logp"].append(float(logp[j]))
-            if term or trunc:
-                live[i], out[i]["success"] = False, bool(info["success"])
-            obs[i] = nxt
-    return [{**r, "obs": np.array(r["obs"], np.float32), "act": np.array(r["act"], np.float32),
-             "logp": np.array(r["logp"], np.float32)} for r in out]
-
-
-def success_rate(model, task, episodes, seed):
-    """evaluate() with the instruction of `task`: deterministic (the Gaussian's mean) success rate."""
-    words = model.tokens(task)[None]
-
-    def act(obs):
-        with torch.no_grad():
-            o = torch.as_tensor(obs, dtype=torch.float32)[None]
-            return model.action_head(model.backbone(o, words))[0].clamp(-1, 1).numpy()
-
-    return evaluate(act, f"metaworld/{task}", episodes, 10_000 + seed)[1]
-
-
-def main():
-    args = tyro.cli(Args)
-    run_name = f"metaworld__{args.exp_name}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    if set(args.heldout_tasks) & set(args.train_tasks):
-        raise SystemExit("A held-out task is also trained on: --heldout-tasks must not overlap --train-tasks.")
-    if args.samples_per_state < 2 or not 1 <= args.num_pairs <= args.samples_per_state // 2:
-        raise SystemExit(f"--num-pairs ({args.num_pairs}) must be between 1 and half of --samples-per-state "
-                         f"({args.samples_per_state}), which must be at least 2: a pair needs two rollouts.")
-
-    # ---- the training tasks' demos ----
-    data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    obs_l, act_l, task_l = [], [], []
-    for t in args.train_tasks:
-        d = first_episodes(load_demos(os.path.join(data_dir, f"metaworld-{t}.npz"), make_env(f"metaworld/{t}", args.seed)()),
-                           args.num_demo_episodes)
-        obs_l.append(d["observations"])
-        act_l.append(d["actions"])
-        task_l += [t] * len(d["actions"])
-    obs_e, act_e = np.concatenate(obs_l), np.concatenate(act_l)
-    vocab = sorted({w for t in args.train_tasks for w in task_words(t)})
-    model = VLA(vocab, obs_e.shape[1], act_e.shape[1], args, obs_e.mean(0), obs_e.std(0) + 1e-3)
-    demos = {"obs": torch.as_tensor(obs_e), "act": torch.as_tensor(act_e), "words": pad_words(model, task_l)}
-    print(f"SFT data: {len(act_e)} transitions, {args.num_demo_episodes} episodes from each of {len(args.train_tasks)} "
-          f"tasks; vocabulary {vocab}")
-    log = Logger(run_name, args)
-    splits = {"train": args.train_tasks, "heldout": args.heldout_tasks}
-    results = []
-
-    def evaluate_splits(it):
-        if log.interrupted:  # SIGINT/SIGTERM: straight to saving the model
-            return
-        per_task = {t: success_rate(model, t, args.eval_episodes, args.seed) for ts in splits.values() for t in ts}
-        row = {s: float(np.mean([per_task[t] for t in ts])) for s, ts in splits.items()}
-        log.log(it, **{f"eval/success_{s}": v for s, v in row.items()}, **{f"eval/success/{t}": v for t, v in per_task.items()})
-        results.append((it, row, per_task))
-        print(f"iteration {it}: success train {row['train']:.2f}, held-out {row['heldout']:.2f} ("
-              + ", ".join(f"{t} {v:.1f}" for t, v in per_task.items()) + ")")
-
-    # ---- SFT: Gaussian NLL of the base weights and head; LoRA stays zero ----
-    opt = torch.optim.Adam(model.base_params(), lr=args.sft_lr)
-    for step in log.steps(tqdm(range(args.sft_steps), desc="SFT", leave=False)):  # stops on SIGINT/SIGTERM (Logger)
-        idx = torch.as_tensor(rng.integers(0, len(act_e), args.batch_size))
-        loss = sft_loss(model, demos["obs"][idx], demos["words"][idx], demos["act"][idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 250 == 0 or step == args.sft_steps - 1:
-            log.log(step, **{"losses/sft_nll": loss.item(), "charts/std": model.log_std.exp().mean().item()})
-    evaluate_splits(0)
-    ref = copy.deepcopy(model).requires_grad_(False)  # pi_ref: the SFT policy, frozen
-
-    # ---- iterative TPO ----
-    M = args.samples_per_state  # M envs per task, built with one seed (one MT1 task list), run in lockstep
-    envs = [] if log.interrupted else [make_env(f"metaworld/{t}", args.seed + 100 * i, args.max_episode_steps)()
-                                       for i, t in enumerate(args.train_tasks) for _ in range(M)]
-    tasks = [t for t in args.train_tasks for _ in range(M)]
-    tpo_opt = torch.optim.AdamW(model.tpo_params(), lr=args.tpo_lr)
-    step = 0
-    for it in log.steps(tqdm(range(1, args.num_iterations + 1), desc="GRAPE iterations")):
-        # sample: M rollouts from each of num_init_states initial states per task; a group (M consecutive rollouts)
-        # shares its start: one of MT1's 50 goal/object placements and a reset seed
-        trajs = []
-        for _ in range(args.num_init_states):
-            group_starts = list(zip(rng.integers(0, 50, len(args.train_tasks)), rng.integers(0, 2**31, len(args.train_tasks))))
-            trajs += sample_trajectories(model, envs, tasks, [st for st in group_starts for _ in range(M)],
-                                         args.max_episode_steps)
-        n_groups = len(trajs) // M
-        # score (GCPG) and pair top-m with bottom-m within each group
-        r_ext = [external_reward(stage_costs(tr["obs"], tr["task"], args.stage_tolerance), args.beta_ext,
-                                 args.cost_threshold) for tr in trajs]
-        scores = [gcpg_reward(self_reward(tr["logp"]), re, tr["success"], args.lambda_self, args.lambda_ext,
-                              args.lambda_success) for tr, re in zip(trajs, r_ext)]
-        pairs = []
-        for g in range(n_groups):
-            pairs += [(g * M + w, g * M + lo) for w, lo in make_pairs(scores[g * M:(g + 1) * M], args.num_pairs)]
-        log.log(it, **{"charts/sample_success": float(np.mean([tr["success"] for tr in trajs])),
-                       "charts/r_ext": float(np.mean(r_ext)), "charts/gcpg": float(np.mean(scores)),
-                       "charts/pairs": len(pairs),
-                       "charts/pairs_success_vs_failure": sum(trajs[w]["success"] > trajs[lo]["success"] for w, lo in pairs)})
-        # pi_ref's log-probs once per rollout; then TPO, one pair per step
-        with torch.no_grad():
-            ref_logp = {i: step_log_probs(ref, torch.as_tensor(trajs[i]["obs"]), model.tokens(trajs[i]["task"])[None],
-                                          torch.as_tensor(trajs[i]["act"])) for pr in pairs for i in pr}
-        for _ in log.steps(range(args.tpo_epochs if pairs else 0)):
-            losses, margins = [], []
-            for p in rng.permutation(len(pairs)):
-                w, lo = pairs[p]
-                logp = {i: step_log_probs(model, torch.as_tensor(trajs[i]["obs"]), model.tokens(trajs[i]["task"])[None],
-                                          torch.as_tensor(trajs[i]["act"])) for i in (w, lo)}
-                m = preference_margins(logp[w], ref_logp[w], logp[lo], ref_logp[lo], args.tpo_window)
-                loss = tpo_loss(m, args.beta)
-                tpo_opt.zero_grad()
-                loss.backward()
-                tpo_opt.step()
-                losses.append(loss.item())
-                margins.append(m.mean().item())
-            step += 1
-            log.log(step, **{"losses/tpo": float(np.mean(losses)), "charts/margin": float(np.mean(margins)),
-                             "charts/std": model.log_std.exp().mean().item()})
-        if pairs:  # how far the deterministic policy has moved from pi_ref, on this iteration's paired rollouts
-            with torch.no_grad():
-                o = torch.as_tensor(np.concatenate([trajs[i]["obs"] for pr in pairs for i in pr]))
-                w = torch.cat([model.tokens(trajs[i]["task"])[None].expand(len(trajs[i]["obs"]), -1) for pr in pairs for i in pr])
-                shift = (model.dist(o, w).mean - ref.dist(o, w).mean).abs().mean().item()
-            log.log(it, **{"charts/mean_shift_from_ref": shift})
-        evaluate_splits(it)
-
-    for env in envs:
-        env.close()
-    model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"model": model.state_dict(), "vocab": vocab, "results": results, "args": vars(args),
-                "interrupted": log.interrupted, "step": log.step}, model_path)
-    log.close()
-    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
-    return log.exit_code
+# Fidelity to the official code (paper: arXiv 2411.19309; official code: aiming-lab/GRAPE, read at 89986c7)
+# | design choice | official (source) | this file | why different |
+# |---|---|---|---|
+# | policy | OpenVLA-7B, 7 action tokens per step, LoRA r 32, alpha 32 (TPO-Train/finetune.py) | 2-layer Transformer
+#   d 64 over instruction words + 4 state tokens, Gaussian head with a learned std, LoRA r 8 alpha 16 on every
+#   linear layer | CPU budget; continuous actions need a density, so log pi is a Gaussian log-density |
+# | SFT | OpenVLA fine-tuned on demos (token cross-entropy) | Gaussian NLL of the base weights and head on the first
+#   --num-demo-episodes demos per task; LoRA zero | an NLL like the tokens' one, which also learns the std that
+#   sampling uses; few demos so the start is below 100% |
+# | pi_ref | model and reference loaded from one --vla_path (finetune.py): the run's starting policy, frozen | a frozen
+#   copy of the policy at each iteration's start; LoRA adapters carry over (official: how a run's adapters become
+#   the next --vla_path is not in the code) | - |
+# | TPO loss | -log sigmoid(beta * margin), beta 0.1, no SFT term, no label smoothing (finetune.py) | same | - |
+# | what a "trajectory" is in the loss | paper: the whole trajectory; official code: every stride-1 window of 8 steps,
+#   chosen and rejected paired by index (finetune.py window_batch); the longer of a pair truncated to the shorter
+#   (maintainer, aiming-lab/GRAPE issue #6) | whole trajectories truncated to the shorter of the pair (--tpo-window
+#   0); --tpo-window 8 gives the code's windows, 1 step-wise DPO | the paper's definition by default |
+# | optimiser | AdamW (weight decay 0.01, torch's default), lr 2e-5, fresh per run, one step per 8-step window, all
+#   pairs' windows flattened and shuffled once, 10 epochs (finetune.py flatshape) | the same per iteration, lr 1e-4,
+#   no decay on log_std | a small model from a CPU-trained start takes a larger step; decay would pull std to 1 |
+# | R_self | 0.01 log prod_t max(p_t, 0.05), p_t the 7 tokens' probability (maniskill2_evaluator.py) | 0.01 sum_t
+#   log max(p_t, 0.05), p_t the raw action's Gaussian density capped at 1 | a density can exceed 1; capped, every
+#   term is <= 0 (a length penalty) as official; the official product underflows to 0 after ~250 steps (then it
+#   scores R_ext + 5 I_success - 1), a sum of logs does not |
+# | R_ext | prod over 3 stages exp(-sum_c 0.01 max(0, C_c - thr_c)), C_c a per-step cost (distance, grasp, collision
+#   checks) summed over the stage's steps, VLM keypoints (maniskill2_evaluator.py external_score_option2, cal_cost) |
+#   the product with beta_ext 0.001, thr 0, C_i the stage's distance (cm) summed over its steps, a stage ending
+#   within 3 cm; NOT official: (stages done + product) / (stages + 1) | no VLM: stages written per task in STAGES;
+#   distances only, so a stage never reached costs nothing: without the count, stuck rollouts could rank higher |
+# | I_success weight | lambda_3 5 (maniskill2_evaluator.py) | 5 | - |
+# | pairs | paper: top-m with bottom-m of a task's ranked rollouts, from the same initial state (quoted in
+#   aiming-lab/GRAPE issue #22); code: ranking by hand, 6-11 rollouts per initial state until one succeeds and one
+#   fails | top-m with bottom-m within each group of M rollouts from one initial state, m 1, ties skipped | - |
+# | sampling | do_sample, HF defaults (temperature 1) | the Gaussian with its learned std | - |
+# | K, M, m | not in the code; the paper's values not checked here | K 3, M 4, m 1, 4 initial states per task | CPU |
+# | tasks | Simpler-Env, LIBERO, real robot; unseen objects, positions, instructions | MetaWorld v3: 4 training tasks
+#   where SFT from 10 demos stays below 100%, 3 held-out ones (a wall in the way, an unknown word in the instruction);
+#   evaluation on unseen goal positions | state-based tasks that install here |
 
 
 if __name__ == "__main__":
