@@ -1,8 +1,8 @@
 """RLIF: off-policy RL whose only reward is the expert's intervention, with HG-DAgger / DAgger baselines.
 
 Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforcement Learning", ICLR 2024,
-arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD: rlpd.py's code word for word,
-after the shared helpers at the end of this file, so what RLIF adds comes first. How this file differs from the
+arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD as in rlpd.py (its agent stands
+after the shared helpers at the end of this file), so what RLIF adds comes first. How this file differs from the
 official code: the fidelity table at the very end.
 
 Setting (Sec. 4): an expert watches the learner and takes over; the env's reward is never learnt from (only logged as
@@ -586,7 +586,7 @@ class Logger:
 # ---- end shared ----
 
 
-# ==== RLPD's agent: rlpd.py's networks, losses, update steps and data, word for word (tests check it) ====
+# ==== RLPD's agent as in rlpd.py: networks (plus --num-layers), losses, update steps (word for word, tested), data ====
 
 # ---- networks ----
 class EnsembleLinear(nn.Module):
