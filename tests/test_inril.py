@@ -3,6 +3,7 @@ dynamic m and its EMA, the ResiP-style residual, sparse MetaWorld reward, few de
 import glob
 import inspect
 import os
+import re
 import subprocess
 import sys
 
@@ -37,11 +38,21 @@ def test_projection_leaves_aligned_gradient_unchanged():
     assert not hit and torch.equal(g, g_rl)
 
 
-def test_grad_cosine_and_dynamic_m_direction():
-    assert P.grad_cosine(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0])) == pytest.approx(-1.0)
+def test_rho_cosine_and_dynamic_m_direction():
+    w = torch.nn.Parameter(torch.zeros(2))
+    assert P.measure_rho((torch.tensor([1.0, 0.0]) * w).sum(), (torch.tensor([-2.0, 0.0]) * w).sum(), [w]) == pytest.approx(-1.0)
     assert P.dynamic_m(10, -1.0, 2, 30) == 30 and P.dynamic_m(10, 1.0, 2, 30) == 3 and P.dynamic_m(10, 0.0, 2, 30) == 10
     assert P.dynamic_m(10, -0.5, 2, 30) > P.dynamic_m(10, 0.5, 2, 30)  # conflict -> more RL steps per IL step
     assert P.dynamic_m(10, -1.0, 2, 20) == 20
+
+
+@pytest.mark.parametrize("mod", [P, R])
+def test_docstring_map_points_to_code(mod):
+    """Every name the module docstring's equations -> code map points to (`-> name()`, or a class) is in the file."""
+    pointers = re.findall(r"-> (.+)", mod.__doc__.split("Equations / idea -> code", 1)[1])
+    names = [n for p in pointers for n in re.findall(r"(\w+)\(\)|\b([A-Z]\w+)\b", p) for n in n if n]
+    assert len(names) >= 10
+    assert [n for n in names if not callable(getattr(mod, n, None))] == []
 
 
 def test_loss_shapes():
@@ -51,7 +62,7 @@ def test_loss_shapes():
     assert l_il.shape == () and torch.isfinite(l_il)
     logp = pol.dist(obs).log_prob(act).sum(-1)
     assert logp.shape == (64,)
-    loss, kl = P.ppo_loss(logp, logp.detach(), torch.randn(64), 0.2)
+    loss, kl = P.rl_loss(pol, {"obs": obs, "act": act, "logp": logp.detach(), "adv": torch.randn(64)}, 0.2)
     assert loss.shape == () and kl.item() == pytest.approx(0.0, abs=1e-6)
     # il_loss never moves the std: its gradient on log_std is absent
     g = torch.autograd.grad(l_il, [pol.log_std], allow_unused=True)[0]
@@ -110,6 +121,7 @@ def test_cli_end_to_end(in_tmp, script, extra):
     assert os.path.exists(os.path.join(run, "model.pt"))
     rows = open(os.path.join(run, "metrics.csv")).read()
     assert "eval/return" in rows and "losses/policy" in rows
+    assert "nan" not in out.stdout and "nan" not in rows  # a run shows only what the env has (no success flag: none)
     if "regularize" not in extra:
         assert "losses/il" in rows and "losses/il_mse" in rows and "charts/rho" in rows and "charts/m" in rows
     else:  # no interleaving: no m(t) to log
@@ -131,7 +143,7 @@ def test_cli_bad_input_is_one_sentence(in_tmp, extra, message):
     assert message in out.stderr
 
 
-# ---- (2) separate optimizers; what the surgery guarantees after Adam ----
+# ---- separate optimizers; what the surgery guarantees after Adam ----
 def toy_rl_steps(step_fn, steps=30):
     """theta in R^8 under Adam; each step a fresh 'demo minibatch' L_IL = 0.5 ||theta - c||^2 and an RL loss w . theta
     that pushes along e_0. Returns g_IL . delta (delta = the change Adam applied) for every step."""
@@ -149,7 +161,7 @@ def toy_rl_steps(step_fn, steps=30):
 
 
 def pcgrad_then_adam(l_rl, l_il, params, opt):
-    """Surgery on the raw gradients only (the pre-fix code): PCGrad, then Adam's step as it comes."""
+    """Surgery on the raw gradients only: PCGrad, then Adam's step as it comes (no projection of the applied step)."""
     g, _ = P.project_conflicting(P.flat_grad(l_rl, params), P.flat_grad(l_il, params))
     params[0].grad = g.clone()
     opt.step()
@@ -174,7 +186,7 @@ def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
     for i in range(6):
         a = act[:128] + 0.3 * torch.randn(128, 3)
         logp = pol.dist(obs[:128]).log_prob(a).sum(-1)
-        l_rl, _ = P.ppo_loss(logp, logp.detach(), torch.randn(128), 0.2)
+        l_rl, _ = P.clipped_surrogate(logp, logp.detach(), torch.randn(128), 0.2)
         l_il = P.il_loss(pol, obs[128:], act[128:])
         g_il, before = P.flat_grad(l_il, params), torch.cat([p.detach().reshape(-1) for p in params])
         P.rl_step(l_rl, l_il, params, rl_opt, 0.5)
@@ -187,7 +199,7 @@ def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
         assert il_opt.state[params[-1]]["step"] == i + 1
 
 
-# ---- (3) rho convention, one EMA of rho per cycle in both files ----
+# ---- rho convention, one EMA of rho per cycle in both files ----
 def test_measure_rho_sign_convention():
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     l_il = ((w - 1) ** 2).sum()
@@ -207,7 +219,7 @@ def test_cycle_reads_as_the_update_rule_in_both_files(mod):
     assert [src.index(x) for x in lines] == sorted(src.index(x) for x in lines)
 
 
-# ---- (1) a real residual ----
+# ---- the residual ----
 def test_residual_defaults_follow_resip():
     a = R.Args()
     assert a.residual_log_std == -1.5 and a.residual_scale == 0.1 and a.residual_l2 == 0.01 and a.residual_l1 == 0.0
@@ -226,7 +238,9 @@ def test_residual_penalty_and_critic_input():
     assert critic(obs, act).shape == (16,) and not torch.equal(critic(obs, act), critic(obs, act + 1))
 
 
-def test_combined_logp_is_the_residual_density_in_action_units():
+def test_combined_rl_loss_uses_the_residual_density_in_action_units():
+    """At the rollout's own policy the combined policy's density of the executed action equals the residual's density
+    of u, converted to action units (- act_dim * log(scale)): the ratio is 1, so the approximate KL is 0."""
     obs, _ = demo_tensors(32)
     m, s = obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3
     torch.manual_seed(0)
@@ -236,8 +250,8 @@ def test_combined_logp_is_the_residual_density_in_action_units():
         a_base = base(obs)
         d = res.dist(obs, a_base)
         u = d.sample()
-        want = d.log_prob(u).sum(-1) - 3 * np.log(0.1)
-        assert torch.allclose(R.combined_logp(base, res, obs, a_base + 0.1 * u, 0.1), want, atol=1e-4)
+        mb = {"obs": obs, "a_base": a_base, "u": u, "logp": d.log_prob(u).sum(-1), "adv": torch.randn(32)}
+        assert R.combined_rl_loss(base, res, mb, 0.1, 0.2)[1].item() == pytest.approx(0.0, abs=1e-5)
 
 
 # ---- the regime: sparse success reward, few demos ----
@@ -256,7 +270,7 @@ class OneStepSuccess(gym.Env):
 
 @pytest.mark.parametrize("mod", [P, R])
 def test_success_reward_and_first_episodes(mod):
-    env = mod.SuccessReward(OneStepSuccess())
+    env = mod.TrainEnv(OneStepSuccess(), 1, sparse=True)
     env.reset()
     assert [env.step(np.zeros(1))[1] for _ in range(3)] == [0.0, 0.0, 1.0]
     demos = {"actions": np.arange(6, dtype=np.float32)[:, None],
@@ -280,14 +294,14 @@ def test_compiled_losses_equal_eager_in_both_files():
     with torch.no_grad():
         res.r[-1].weight.normal_(0, 0.1)
     u = torch.randn(64, 3)
-    cases = [(P.value_loss, pcritic, (pcritic, obs, ret)), (P.policy_loss, pol, (pol, obs, act, old, adv, 0.2)),
-             (R.value_loss, rcritic, (rcritic, obs, act, ret)),
-             (R.residual_loss, res, (res, obs, act, u, old, adv, 0.2, 0.0, 0.01))]
-    l_rl, pg, _ = R.residual_loss(*cases[3][2])
+    mb = {"obs": obs, "act": act, "a_base": act, "u": u, "logp": old, "adv": adv, "ret": ret}
+    cases = [(P.value_loss, pcritic, (pcritic, mb)), (P.rl_loss, pol, (pol, mb, 0.2)),
+             (R.value_loss, rcritic, (rcritic, mb)), (R.rl_loss, res, (res, mb, 0.2, 0.0, 0.01))]
+    l_rl, surrogate, _ = R.rl_loss(*cases[3][2])
     r_mean = res.mean(obs, act)
-    assert torch.allclose(l_rl - pg, R.residual_penalty(r_mean, 0.0, 0.01))
+    assert torch.allclose(l_rl - surrogate, R.residual_penalty(r_mean, 0.0, 0.01))
     new_logp = res.dist(obs, act).log_prob(u).sum(-1)
-    assert torch.allclose(pg, R.ppo_loss(new_logp, old, adv, 0.2)[0])
+    assert torch.allclose(surrogate, R.clipped_surrogate(new_logp, old, adv, 0.2)[0])
     torch._dynamo.reset()
     for fn, net, inputs in cases:
         outs = []
