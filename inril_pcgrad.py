@@ -9,15 +9,17 @@ Equations / idea -> code
     L_RL: PPO's clipped surrogate (Schulman et al. 2017), GAE advantages -> rl_loss(), clipped_surrogate(), gae()
         the critic's 0.5 (V(s) - R)^2                                  -> value_loss(), gradient_step()
     Interleaved update (Sec. 4.1), alpha_RL and alpha_IL in two Adam states (--il-mode none: m = infinity):
-        m(t) RL steps theta <- theta - alpha_RL grad L_RL, then one IL step theta <- theta - alpha_IL grad L_IL
-        main(): rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step() -> rl_step(), il_step()
+        m(t) RL steps theta <- theta - alpha_RL grad L_RL, then one IL step theta <- theta - alpha_IL grad L_IL;
+        m counts gradient steps on PPO minibatches (10 epochs x 8: m 10 gives about 8 IL steps per rollout), where the
+        paper's RL update may be a whole PPO iteration. main(): rl_step(); since_il += 1; if since_il >= m_t:
+        measure_rho(); il_step()                                       -> rl_step(), il_step()
     Gradient surgery (Sec. 4.3, "separating possibly conflicting gradient updates in orthogonal subspaces") in every
         RL step, g_IL = grad L_IL on a fresh demo minibatch at the current theta: (1) PCGrad (Yu et al. 2020): if
         g_RL . g_IL < 0, g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL; (2) Adam applies delta = theta' - theta;
         (3) its scaling and momentum can leave delta uphill on L_IL: if g_IL . delta > 0, delta is projected off g_IL
-        the same way. So, to first order, no RL step raises L_IL on the demo minibatch it was measured on (the IL step
-        is not projected). charts/conflict_rate: the share of RL steps where (1) projected; charts/step_conflict_rate:
-        where (3) did                                                  -> rl_step(), project_conflicting()
+        the same way (not in the paper; --no-project-step skips it). So, to first order, no RL step raises L_IL on the
+        demo minibatch it was measured on (the IL step is not projected). charts/conflict_rate: the share of RL steps
+        where (1) projected; charts/step_conflict_rate: where delta conflicted -> rl_step(), project_conflicting()
     rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1): > 0 aligned, < 0 conflict (some write-ups flip
         the sign); once per cycle, on the IL step's demo minibatch and the last RL minibatch -> measure_rho()
     Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho, publishes no rule, ran fixed m), the same
@@ -78,11 +80,12 @@ class Args:
     action_std: float = 0.5  # initial exploration std in action units
     critic_warmup_iters: int = 5  # rollouts at the start that train only the value net (policy frozen, no IL steps)
     il_mode: Literal["interleave", "none", "regularize"] = "interleave"  # IN-RIL, or a baseline (docstring)
-    m: int = 10  # RL gradient steps per IL gradient step
+    m: int = 10  # RL steps (gradient steps on PPO minibatches) per IL step: 10 -> ~8 IL steps per rollout
     dynamic_m: bool = False  # adapt m(t) from rho(t) (see the docstring)
     m_min: int = 2  # lower bound of m(t)
     m_max: int = 30  # upper bound of m(t)
     pcgrad: bool = True  # project conflicting RL gradients (and the applied RL step) off the IL gradient
+    project_step: bool = True  # surgery (3): project the applied Adam step too (not in the paper)
     bc_coef: float = 0.1  # lambda of the regularisation baseline
     il_batch_size: int = 256  # demo minibatch of an IL step (and of the gradient measured for surgery / rho)
     compile: bool = False  # torch.compile the value and RL losses (fwd and bwd); pays only on long runs
@@ -96,6 +99,8 @@ class Args:
             raise SystemExit("--m, --m-min, --m-max need m >= 1 and 1 <= m_min <= m_max (RL alone: --il-mode none).")
         if self.sparse_reward and not self.env_id.startswith("metaworld/"):
             raise SystemExit("--sparse-reward needs a MetaWorld env (metaworld/<task>-v3), whose steps flag success.")
+        if not self.project_step and not (self.pcgrad and self.il_mode == "interleave"):
+            raise SystemExit("--no-project-step acts on the surgery only: use it with --il-mode interleave --pcgrad.")
 
 
 def mlp(inp, out, hidden=256, out_std=1.0):
@@ -213,9 +218,10 @@ def gradient_step(loss, params, opt, max_grad_norm=None):
 il_step = gradient_step  # theta <- theta - alpha_IL grad L_IL, by the IL optimizer (own Adam state: no RL momentum)
 
 
-def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
-    """theta <- theta - alpha_RL grad L_RL by the RL optimizer; with l_il, surgery steps (1)-(3) (module docstring).
-    Returns (the gradients conflicted, the applied step still conflicted); (False, False) without l_il."""
+def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm, project_step=True) -> tuple[bool, bool]:
+    """theta <- theta - alpha_RL grad L_RL by the RL optimizer; with l_il, surgery steps (1)-(3) (module docstring; (3)
+    only with project_step). Returns (the gradients conflicted, the applied step conflicted); (False, False) without
+    l_il."""
     if l_il is None:
         gradient_step(l_rl, params, rl_opt, max_grad_norm)
         return False, False
@@ -228,7 +234,7 @@ def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
     rl_opt.step()  # (2)
     descent = before - torch.cat([p.detach().reshape(-1) for p in params])  # -delta
     descent, step_hit = project_conflicting(descent, g_il)  # (3): -delta . g_IL >= 0 afterwards
-    if step_hit:
+    if step_hit and project_step:
         with torch.no_grad():
             for p, x in zip(params, (before - descent).split(sizes)):
                 p.copy_(x.view_as(p))
@@ -410,7 +416,8 @@ def main():
                 l_il = il_loss(policy, *demo_batch(args.il_batch_size)) if surgery or regularize else None
                 if regularize:  # baseline: one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery
                     l_rl = l_rl + args.bc_coef * l_il
-                hit = rl_step(l_rl, l_il if surgery else None, actor_params, rl_opt, args.max_grad_norm)
+                hit = rl_step(l_rl, l_il if surgery else None, actor_params, rl_opt, args.max_grad_norm,
+                              args.project_step)
                 if surgery:
                     diag["hit"].append(hit)  # (the gradients conflicted, the applied step still conflicted)
                 rl_steps += 1
@@ -446,8 +453,7 @@ def update_scalars(diag: dict, m_t: int | None, rho_bar: float) -> dict[str, flo
     """Diagnostics only: an update's means over its RL steps (surrogate, KL, conflicts), IL steps (L_IL, MSE, rho)."""
     scalars = {"losses/policy": torch.stack(diag["surrogate"]).mean().item(),
                "losses/approx_kl": torch.stack(diag["kl"]).mean().item()} if diag["surrogate"] else {}
-    if m_t is not None:
-        scalars["charts/m"] = m_t
+    scalars.update({"charts/m": m_t} if m_t is not None else {})
     if diag["rho"]:  # one entry per IL step
         scalars.update({"losses/il": float(np.mean(diag["l_il"])), "losses/il_mse": float(np.mean(diag["il_mse"])),
                         "charts/rho": float(np.mean(diag["rho"])), "charts/rho_bar": rho_bar})
@@ -673,6 +679,8 @@ class Logger:
 #   conflict negative, EMA 0.9 per cycle | not public |
 # | surgery | "orthogonal subspaces" (Sec. 4.3), which gradient is projected not public | PCGrad of g_RL off g_IL,
 #   plus projection of the applied Adam step | makes "an RL step does not raise L_IL to first order" hold after Adam |
+# | projection of the applied Adam step | not in the paper | on (--project-step); --no-project-step: PCGrad then Adam
+#   alone | Adam's scaling and momentum can undo (1); the flag measures what (3) adds |
 # | RL algorithm / policy | DPPO, IDQL, residual PPO; diffusion policies; Gym: chunks of 4, 40 envs x 500 steps, actor
 #   lr 1e-4, critic lr 1e-3 (DPPO setup) | PPO, Gaussian MLP 2 x 256, chunk 1, 8 envs x 256 steps, actor lr 3e-4,
 #   critic lr 1e-3 | CPU budget; one readable file |

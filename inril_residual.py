@@ -14,13 +14,15 @@ Equations / idea -> code
         the critic V(s, a_base) sees the base action too (ResiP): 0.5 (V - R)^2 -> value_loss(), gradient_step()
     Interleaved update (Sec. 4.1), alpha_RL and alpha_IL in two Adam states (--il-mode none: m = infinity):
         m(t) RL steps theta_res <- theta_res - alpha_RL grad L_RL, then one IL step theta_base <- theta_base - alpha_IL
-        grad L_IL: IL reaches only the base, RL only the residual, so no surgery is needed. main(): rl_step();
-        since_il += 1; if since_il >= m_t: measure_rho(); il_step()     -> rl_step(), il_step()
-    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1) on the base's parameters, L_RL of the combined policy
-        N(base(s) + scale * r(s, base(s)), scale * std): the RL gradient the base would get if RL trained it; > 0
-        aligned, < 0 conflict; once per cycle (IL and last RL minibatch) -> measure_rho(), combined_rl_loss()
-    Dynamic m(t) (--dynamic-m; ours), the rule of inril_pcgrad.py: rho_bar <- 0.9 rho_bar + 0.1 rho(t) once per
-        cycle, m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max)       -> dynamic_m()
+        grad L_IL; IL reaches only the base, RL only the residual: no surgery. m counts gradient steps on PPO
+        minibatches (10 epochs x 8: m 10 is ~8 IL steps per rollout; the paper's RL update may be one PPO iteration)
+        main(): rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step() -> rl_step(), il_step()
+    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1) on the base's parameters, which RL never trains: L_RL of the
+        combined policy N(base(s) + scale * r(s, base(s)), scale * std), the RL gradient the base would get if RL
+        trained it; > 0 aligned, < 0 conflict; once per cycle, at the IL step -> measure_rho(), combined_rl_loss()
+    Dynamic m(t) (--dynamic-m; ours), the rule of inril_pcgrad.py: rho_bar <- 0.9 rho_bar + 0.1 rho(t) once per cycle,
+        m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max): here the base gets IL steps more often while its IL
+        gradient agrees with that RL gradient, less often while they conflict -> dynamic_m()
 Baselines: --il-mode none (RL on the residual only), regularize (L_RL + bc_coef * BC of the combined action, into
 the residual); both keep the base frozen. The paper's regime: MetaWorld, --sparse-reward, a few demos (BC below 100%).
     python inril_residual.py --env-id Hopper-v4 --m 10
@@ -79,7 +81,7 @@ class Args:
     residual_l2: float = 0.01  # penalty l2 * mean r(s, a_base)^2 on the residual mean (ResiP's residual_l2)
     critic_warmup_iters: int = 5  # rollouts at the start that train only the value net (policy frozen, no IL steps)
     il_mode: Literal["interleave", "none", "regularize"] = "interleave"  # IN-RIL, or a baseline (docstring)
-    m: int = 10  # RL gradient steps (residual) per IL gradient step (base)
+    m: int = 10  # RL steps on the residual (PPO minibatches) per IL step on the base: 10 -> ~8 per rollout
     dynamic_m: bool = False  # adapt m(t) from rho(t) (see the docstring)
     m_min: int = 2  # lower bound of m(t)
     m_max: int = 30  # upper bound of m(t)
@@ -450,8 +452,7 @@ def main():
 
 def bc_regularizer(base, residual, obs_d, act_d, scale, bc_coef):
     """--il-mode regularize: bc_coef * 0.5 ||base(s) + scale * r(s, base(s)) - a||^2 on demos, into the residual."""
-    with torch.no_grad():
-        a_b = base(obs_d)
+    a_b = base(obs_d).detach()
     return bc_coef * 0.5 * squared_error(a_b + scale * residual.mean(obs_d, a_b), act_d)
 
 
@@ -459,8 +460,7 @@ def update_scalars(diag: dict, m_t: int | None, rho_bar: float) -> dict[str, flo
     """Diagnostics only: one update's means over its RL steps (PPO surrogate, KL) and IL steps (L_IL, MSE, rho)."""
     scalars = {"losses/policy": torch.stack(diag["surrogate"]).mean().item(),
                "losses/approx_kl": torch.stack(diag["kl"]).mean().item()} if diag["surrogate"] else {}
-    if m_t is not None:
-        scalars["charts/m"] = m_t
+    scalars.update({"charts/m": m_t} if m_t is not None else {})
     if diag["rho"]:  # one entry per IL step
         scalars.update({"losses/il": float(np.mean(diag["l_il"])), "losses/il_mse": float(np.mean(diag["il_mse"])),
                         "charts/rho": float(np.mean(diag["rho"])), "charts/rho_bar": rho_bar})

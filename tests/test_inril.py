@@ -228,6 +228,30 @@ def test_projected_rl_step_never_raises_il_loss_to_first_order():
     assert (toy_rl_steps(pcgrad_then_adam) > 1e-3).sum() >= 10  # the control: raw-gradient PCGrad breaks it
 
 
+def test_no_project_step_is_pcgrad_then_adam():
+    """--no-project-step turns off (3) alone: rl_step then takes exactly the steps of PCGrad followed by a plain Adam
+    step, and many of them go uphill on L_IL to first order (what (3) removes)."""
+    off = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9, project_step=False))
+    assert np.allclose(off, toy_rl_steps(pcgrad_then_adam)) and (off > 1e-3).sum() >= 10
+    with pytest.raises(SystemExit, match="--no-project-step acts on the surgery only"):
+        P.Args(project_step=False, il_mode="none")
+
+
+def test_main_passes_project_step(tmp_path, monkeypatch):
+    """main() hands --project-step / --no-project-step to every RL step of the surgery."""
+    seen, rl_step = [], P.rl_step
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(P, "rl_step", lambda *a: seen.append(a[5]) or rl_step(*a))
+    threads = torch.get_num_threads()
+    for flag in ("--project-step", "--no-project-step"):
+        monkeypatch.setattr(sys, "argv", ["inril_pcgrad", *TINY, "--total-timesteps", "64", flag])
+        try:
+            assert P.main() == 0
+        finally:
+            torch.set_num_threads(threads)
+    assert seen == [True] * 4 + [False] * 4
+
+
 def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
     obs, act = demo_tensors(256)
     torch.manual_seed(0)
@@ -398,7 +422,8 @@ def tiny_run(request, tmp_path_factory):
             before = {name: flat(net) for name, net in nets.items()}
             out = fn(*a, **k)
             changed = sorted(name for name, net in nets.items() if not torch.equal(before[name], flat(net)))
-            rec["steps"].append((kind, a[-2], changed))  # a[-2]: the optimizer
+            opt = next(x for x in a if isinstance(x, torch.optim.Optimizer))
+            rec["steps"].append((kind, opt, changed))
             return out
         return step
 
