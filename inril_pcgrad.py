@@ -1,68 +1,34 @@
-"""IN-RIL with gradient surgery: one policy network, interleaved m(t) RL : 1 IL updates, dynamic m(t).
+"""IN-RIL with gradient surgery: one policy network, m(t) RL steps then one IL step, dynamic m(t).
 
 Paper: Gao et al. 2025, "IN-RIL: Interleaved Reinforcement and Imitation Learning for Policy Fine-Tuning",
-arXiv 2505.10442. There is no public code; this file is a from-scratch implementation (see README.md).
+arXiv 2505.10442. There is no public code: a from-scratch implementation (fidelity table at the end of the file).
 
-Equations -> code
-    Stage 1, BC: min E_{(s,a)~D_exp} ||mu(s) - a||^2 on the policy mean (L_IL's minimiser for a fixed std)
-                                                                                -> squared_error(), stage 1 in main()
-    L_IL = E_{(s,a)~D_exp}[-log pi(a|s)], the std detached (a sigma-weighted MSE on the mean): imitation never
-        shrinks the exploration noise, PPO alone moves the std                  -> il_loss()
-    L_RL: PPO's clipped surrogate (Schulman et al. 2017), GAE advantages        -> policy_loss(), ppo_loss(), gae()
-        the critic's 0.5 (V(s) - R)^2                                           -> value_loss(), gradient_step()
-    Interleaved update (Sec. 4.1), step sizes alpha_RL and alpha_IL in two Adam states (m = infinity: RL only):
-        m(t) RL steps    theta <- theta - alpha_RL grad L_RL                    -> rl_step()
-        then one IL step theta <- theta - alpha_IL grad L_IL                    -> il_step()
-        main()'s loop: rl_step(); since_il += 1; if since_il >= m_t: measure_rho(); il_step().
-    Gradient surgery ("separating possibly conflicting gradient updates in orthogonal subspaces", Sec. 4.3) in
-        rl_step(), with g_IL = grad L_IL on a fresh demo minibatch at the current theta:
-        (1) PCGrad (Yu et al. 2020): if g_RL . g_IL < 0, g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL
-                                                                                -> project_conflicting()
-        (2) the RL optimizer's Adam step gives the applied change delta = theta_new - theta_old;
-        (3) Adam's per-coordinate scaling and momentum can leave delta uphill on L_IL after (1): if g_IL . delta > 0,
-            delta <- delta - (g_IL . delta / ||g_IL||^2) g_IL.
-        So g_IL . delta <= 0 (up to rounding) for every RL step: to first order no RL step raises L_IL on the demo
-        minibatch it was measured on (no guarantee on other demos, nor beyond first order). The IL step is not
-        projected. charts/conflict_rate: the fraction of a rollout's RL steps where (1) projected;
-        charts/step_conflict_rate: where (3) did.
-    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1)              -> measure_rho(), grad_cosine()
-        Both are gradients of losses to be minimised: rho > 0 aligned (an RL step also lowers L_IL), rho < 0
-        conflict (some write-ups flip the sign, e.g. with the RL ascent direction). Measured once per cycle, at the
-        IL step, on its demo minibatch and the last RL minibatch (L_RL at the current theta, rollout log-probs as old).
-    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho but publishes no rule and ran fixed m),
-        one EMA per cycle (per IL step), the same in both files:                -> dynamic_m()
-        rho_bar <- 0.9 rho_bar + 0.1 rho(t);  m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max):
-        aligned gradients (rho -> 1) run IL up to 3x more often (m/3), conflicting ones (rho -> -1) up to 3x rarer.
-
---il-mode: `interleave` (IN-RIL; surgery unless --no-pcgrad), `none` (RL-only fine-tuning, the IL-then-RL standard),
-`regularize` (one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery). Policy: Gaussian MLP, mean
-2 x 256 ReLU, state-independent log std; observations normalised by the demos' fixed mean/std (saved with the model).
-The paper's regime: --sparse-reward with --num-demo-episodes N (a BC start below 100% success).
-
-Run:
+Equations / idea -> code
+    Stage 1, BC of the mean: min E_{(s,a)~D_exp} ||mu(s) - a||^2 (L_IL's minimiser for a fixed std) -> squared_error()
+    L_IL = E_{(s,a)~D_exp}[-log pi(a|s)], the std detached: imitation never shrinks the exploration noise -> il_loss()
+    L_RL: PPO's clipped surrogate (Schulman et al. 2017), GAE advantages -> rl_loss(), clipped_surrogate(), gae()
+        the critic's 0.5 (V(s) - R)^2                                  -> value_loss(), gradient_step()
+    Interleaved update (Sec. 4.1), alpha_RL and alpha_IL in two Adam states (--il-mode none: m = infinity):
+        m(t) RL steps theta <- theta - alpha_RL grad L_RL, then one IL step theta <- theta - alpha_IL grad L_IL;
+        m counts gradient steps on PPO minibatches (10 epochs x 8: m 10 gives about 8 IL steps per rollout), where the
+        paper's RL update may be a whole PPO iteration. main(): rl_step(); since_il += 1; if since_il >= m_t:
+        measure_rho(); il_step()                                       -> rl_step(), il_step()
+    Gradient surgery (Sec. 4.3, "separating possibly conflicting gradient updates in orthogonal subspaces") in every
+        RL step, g_IL = grad L_IL on a fresh demo minibatch at the current theta: (1) PCGrad (Yu et al. 2020): if
+        g_RL . g_IL < 0, g_RL <- g_RL - (g_RL . g_IL / ||g_IL||^2) g_IL; (2) Adam applies delta = theta' - theta;
+        (3) its scaling and momentum can leave delta uphill on L_IL: if g_IL . delta > 0, delta is projected off g_IL
+        the same way (not in the paper; --no-project-step skips it). So, to first order, no RL step raises L_IL on the
+        demo minibatch it was measured on (the IL step is not projected). charts/conflict_rate: the share of RL steps
+        where (1) projected; charts/step_conflict_rate: where delta conflicted -> rl_step(), project_conflicting()
+    rho(t) = cos(grad L_IL, grad L_RL) (Assumption 1 / Theorem 1): > 0 aligned, < 0 conflict (some write-ups flip
+        the sign); once per cycle, on the IL step's demo minibatch and the last RL minibatch -> measure_rho()
+    Dynamic m(t) (--dynamic-m; ours: the paper ties the best ratio to rho, publishes no rule, ran fixed m), the same
+        in both files: rho_bar <- 0.9 rho_bar + 0.1 rho(t) once per cycle, m(t) = clip(round(m * 3^(-rho_bar)),
+        m_min, m_max): aligned gradients run IL up to 3x more often, conflicting ones up to 3x rarer -> dynamic_m()
+Baselines: --il-mode none (RL-only fine-tuning), regularize (one loss L_RL + bc_coef * L_IL per RL step, no
+interleaving, no surgery). The paper's regime: MetaWorld, --sparse-reward, a few demos (BC below 100% success).
     python inril_pcgrad.py --env-id Hopper-v4 --m 10
-    python inril_pcgrad.py --env-id Hopper-v4 --il-mode none          # RL-only fine-tuning baseline
-    python inril_pcgrad.py --env-id Walker2d-v4 --dynamic-m
     python inril_pcgrad.py --env-id metaworld/pick-place-v3 --sparse-reward --num-demo-episodes 5 --bc-steps 3000
-
-Fidelity (paper: arXiv 2505.10442; ResiP: ankile/robust-rearrangement, read for the residual file's precedent)
-| design choice | paper / official value (source) | this file | why different |
-|---|---|---|---|
-| update rule | 1 IL step then m RL steps, step sizes alpha_IL, alpha_RL (Sec. 4.1) | m(t) RL steps then 1 IL step, two
-  Adam states (il_lr, actor_lr, both 3e-4) | same sequence after stage 1; no RL momentum in IL steps |
-| m | fixed; 5-15 robust, ablations 2..30 | 10; --dynamic-m adapts it (ours) | proposed from rho, no rule published |
-| rho | gradient-relationship coefficient (Assumption 1), formula not public | cosine of the two loss gradients,
-  conflict negative, EMA 0.9 per cycle | not public |
-| surgery | "orthogonal subspaces" (Sec. 4.3), which gradient is projected not public | PCGrad of g_RL off g_IL, plus
-  projection of the applied Adam step | makes "an RL step does not raise L_IL to first order" hold after Adam |
-| RL algorithm / policy | DPPO, IDQL, residual PPO; diffusion policies; Gym: chunks of 4, 40 envs x 500 steps, actor lr
-  1e-4, critic lr 1e-3 (DPPO setup) | PPO, Gaussian MLP 2 x 256, chunk 1, 8 envs x 256 steps, actor lr 3e-4, critic lr
-  1e-3 | CPU budget; one readable file |
-| L_IL | NLL of the demo actions | same, std detached | imitation must not shrink the exploration std |
-| critic warm-up | not stated; ResiP 5 value-only iterations (src/config/rl/residual_ppo.yaml @4ae40a1) | 5 rollouts
-  (--critic-warmup-iters) | same in both files, so all variants compare like for like |
-| tasks, reward | Robomimic (300 demos), FurnitureBench (50 demos): sparse success; Gym locomotion: dense | MetaWorld
-  scripted demos with --sparse-reward and --num-demo-episodes; Hopper/Walker2d dense | what installs here |
 """
 
 import csv
@@ -85,88 +51,419 @@ from tqdm import tqdm
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """torch.backends.cudnn.deterministic"""
-    cuda: bool = False
-    """use CUDA if available"""
-    threads: int = 1
-    """torch CPU threads"""
-    env_id: str = "Hopper-v4"
-    """gymnasium MuJoCo id, or metaworld/<task>-v3"""
-    sparse_reward: bool = False
-    """MetaWorld only: reward 1 on the step of success (the episode ends there), else 0, instead of the dense reward"""
-    demo_path: str = ""
-    """demonstrations (.npz or minari:<id>); empty: data/<env-id>-medium.npz, or data/metaworld-<task>.npz"""
-    num_demo_episodes: int = 0
-    """clone only the first N demo episodes (stage 1 and the IL steps); 0: all"""
-    chunk_size: int = 1
-    """action chunk length k: the policy outputs k actions, executed open loop (1 on locomotion)"""
-    # Stage 1: BC
-    bc_steps: int = 20_000
-    """most BC gradient steps (stage 1 stops earlier when the loss plateaus)"""
-    bc_batch_size: int = 256
-    """BC minibatch"""
-    bc_lr: float = 1e-3
-    """BC learning rate"""
-    # Stage 2: PPO fine-tuning with interleaved IL
-    total_timesteps: int = 300_000
-    """env steps of fine-tuning"""
-    num_envs: int = 8
-    """parallel envs"""
-    num_steps: int = 256
-    """steps per env per rollout"""
-    actor_lr: float = 3e-4
-    """alpha_RL: learning rate of the RL steps (their own Adam state)"""
-    il_lr: float = 3e-4
-    """alpha_IL: learning rate of the interleaved IL steps (their own Adam state)"""
-    critic_lr: float = 1e-3
-    """value learning rate"""
-    gamma: float = 0.99
-    """discount"""
-    gae_lambda: float = 0.95
-    """GAE lambda"""
-    update_epochs: int = 10
-    """PPO epochs per rollout"""
-    num_minibatches: int = 8
-    """PPO minibatches per epoch (one RL gradient step each; 8 -> minibatches of 256)"""
-    clip_coef: float = 0.2
-    """PPO clip"""
-    max_grad_norm: float = 0.5
-    """gradient clipping"""
-    target_kl: float = 0.1
-    """stop the epoch loop when the approximate KL exceeds this"""
-    action_std: float = 0.5
-    """initial exploration std in action units"""
-    critic_warmup_iters: int = 5
-    """rollouts at the start that train only the value net (policy frozen, no IL steps)"""
-    il_mode: Literal["interleave", "none", "regularize"] = "interleave"
-    """interleave: IN-RIL; none: RL-only fine-tuning; regularize: L_RL + bc_coef * L_IL every step"""
-    m: int = 10
-    """RL gradient steps per IL gradient step"""
-    dynamic_m: bool = False
-    """adapt m(t) from rho(t) (see the docstring)"""
-    m_min: int = 2
-    """lower bound of m(t)"""
-    m_max: int = 30
-    """upper bound of m(t)"""
-    pcgrad: bool = True
-    """project conflicting RL gradients (and the applied RL step) off the IL gradient"""
-    bc_coef: float = 0.1
-    """lambda of the regularisation baseline"""
-    il_batch_size: int = 256
-    """demo minibatch of an IL step (and of the gradient measured for surgery / rho)"""
-    compile: bool = False
-    """torch.compile the value and policy losses (fwd and bwd); pays only on long runs (benchmarks/throughput/)"""
-    eval_every: int = 20_000
-    """env steps between evaluations"""
-    eval_episodes: int = 5
-    """deterministic evaluation episodes"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # torch.backends.cudnn.deterministic
+    cuda: bool = False  # use CUDA if available
+    threads: int = 1  # torch CPU threads
+    env_id: str = "Hopper-v4"  # gymnasium MuJoCo id, or metaworld/<task>-v3
+    sparse_reward: bool = False  # MetaWorld only: reward 1 on the step of success (the episode ends there), else 0
+    demo_path: str = ""  # .npz or minari:<id>; empty: data/<env-id>-medium.npz, or data/metaworld-<task>.npz
+    num_demo_episodes: int = 0  # clone only the first N demo episodes (stage 1 and the IL steps); 0: all
+    chunk_size: int = 1  # action chunk length: the policy outputs that many actions, run open loop (1 on locomotion)
+    bc_steps: int = 20_000  # most BC gradient steps (stage 1 stops earlier when the loss plateaus)
+    bc_batch_size: int = 256  # BC minibatch
+    bc_lr: float = 1e-3  # BC learning rate
+    total_timesteps: int = 300_000  # env steps of fine-tuning
+    num_envs: int = 8  # parallel envs
+    num_steps: int = 256  # steps per env per rollout
+    actor_lr: float = 3e-4  # alpha_RL: learning rate of the RL steps (their own Adam state)
+    il_lr: float = 3e-4  # alpha_IL: learning rate of the interleaved IL steps (their own Adam state)
+    critic_lr: float = 1e-3  # value learning rate
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    update_epochs: int = 10  # PPO epochs per rollout
+    num_minibatches: int = 8  # PPO minibatches per epoch (one RL gradient step each; 8 -> minibatches of 256)
+    clip_coef: float = 0.2  # PPO clip
+    max_grad_norm: float = 0.5  # gradient clipping
+    target_kl: float = 0.1  # stop the epoch loop when the approximate KL exceeds this
+    action_std: float = 0.5  # initial exploration std in action units
+    critic_warmup_iters: int = 5  # rollouts at the start that train only the value net (policy frozen, no IL steps)
+    il_mode: Literal["interleave", "none", "regularize"] = "interleave"  # IN-RIL, or a baseline (docstring)
+    m: int = 10  # RL steps (gradient steps on PPO minibatches) per IL step: 10 -> ~8 IL steps per rollout
+    dynamic_m: bool = False  # adapt m(t) from rho(t) (see the docstring)
+    m_min: int = 2  # lower bound of m(t)
+    m_max: int = 30  # upper bound of m(t)
+    pcgrad: bool = True  # project conflicting RL gradients (and the applied RL step) off the IL gradient
+    project_step: bool = True  # surgery (3): project the applied Adam step too (not in the paper)
+    bc_coef: float = 0.1  # lambda of the regularisation baseline
+    il_batch_size: int = 256  # demo minibatch of an IL step (and of the gradient measured for surgery / rho)
+    compile: bool = False  # torch.compile the value and RL losses (fwd and bwd); pays only on long runs
+    eval_every: int = 20_000  # env steps between evaluations
+    eval_episodes: int = 5  # deterministic evaluation episodes
+
+    def __post_init__(self):  # every check of the arguments, one sentence each
+        if self.il_mode != "interleave" and self.dynamic_m:
+            raise SystemExit("--dynamic-m needs --il-mode interleave.")
+        if self.m < 1 or not 1 <= self.m_min <= self.m_max:
+            raise SystemExit("--m, --m-min, --m-max need m >= 1 and 1 <= m_min <= m_max (RL alone: --il-mode none).")
+        if self.sparse_reward and not self.env_id.startswith("metaworld/"):
+            raise SystemExit("--sparse-reward needs a MetaWorld env (metaworld/<task>-v3), whose steps flag success.")
+        if not self.project_step and not (self.pcgrad and self.il_mode == "interleave"):
+            raise SystemExit("--no-project-step acts on the surgery only: use it with --il-mode interleave --pcgrad.")
 
 
+def mlp(inp, out, hidden=256, out_std=1.0):
+    last = nn.Linear(hidden, out)
+    nn.init.orthogonal_(last.weight, out_std)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), last)
+
+
+class Policy(nn.Module):
+    """Gaussian policy: mean = mu(s) (2 x 256 ReLU), state-independent log std; obs normalised inside."""
+
+    def __init__(self, obs_dim, act_dim, obs_mean, obs_std, action_std):
+        super().__init__()
+        self.register_buffer("obs_mean", torch.as_tensor(obs_mean))
+        self.register_buffer("obs_std", torch.as_tensor(obs_std))
+        self.mu = mlp(obs_dim, act_dim, out_std=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(action_std))))
+
+    def forward(self, obs):
+        return self.mu(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10))
+
+    def dist(self, obs):
+        return torch.distributions.Normal(self(obs), self.log_std.exp(), validate_args=False)
+
+
+class Critic(nn.Module):
+    """V(s), 2 x 256 ReLU; obs normalised inside."""
+
+    def __init__(self, obs_dim, obs_mean, obs_std):
+        super().__init__()
+        self.register_buffer("obs_mean", torch.as_tensor(obs_mean))
+        self.register_buffer("obs_std", torch.as_tensor(obs_std))
+        self.v = mlp(obs_dim, 1)
+
+    def forward(self, obs):
+        return self.v(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)).squeeze(-1)
+
+
+def squared_error(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """||pred - a||^2 summed over action dims, mean over the batch: stage 1's BC loss and the logged demo MSE."""
+    return ((pred - act) ** 2).sum(-1).mean()
+
+
+def il_loss(policy: Policy, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """L_IL = E[-log pi(a|s)] with the std detached (a sigma-weighted MSE on the mean); scalar."""
+    mean, std = policy(obs), policy.log_std.exp().detach()
+    return -torch.distributions.Normal(mean, std).log_prob(act).sum(-1).mean()
+
+
+def clipped_surrogate(new_logp, old_logp, adv, clip_coef):
+    """PPO's clipped surrogate, to be minimised; advantages normalised per minibatch. Returns (loss, approx_kl)."""
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    log_ratio = new_logp - old_logp
+    ratio = log_ratio.exp()
+    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
+    approx_kl = ((ratio - 1) - log_ratio).mean()
+    return loss, approx_kl
+
+
+def rl_loss(policy, mb, clip_coef):
+    """L_RL at the current policy on a rollout minibatch (obs, act, adv; logp: the rollout's, as old): (L_RL, kl)."""
+    return clipped_surrogate(policy.dist(mb["obs"]).log_prob(mb["act"]).sum(-1), mb["logp"], mb["adv"], clip_coef)
+
+
+def value_loss(critic, mb):
+    """0.5 E[(V(s) - R)^2] on a rollout minibatch (obs, ret)."""
+    return 0.5 * ((critic(mb["obs"]) - mb["ret"]) ** 2).mean()
+
+
+def gae(rewards, values, next_values, dones, gamma, lam):
+    """GAE over (T, N) arrays; next_values already hold V(s_{t+1}) (0 after a termination, V(final obs) after
+    a truncation); dones cut the recursion at episode ends. Returns (advantages, returns)."""
+    adv, last = rewards * 0.0, rewards[0] * 0.0
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + gamma * next_values[t] - values[t]
+        last = delta + gamma * lam * (1.0 - dones[t]) * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def flat_grad(loss, params):
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+def measure_rho(l_il: torch.Tensor, l_rl: torch.Tensor, params) -> float:
+    """rho(t) = cos(grad L_IL, grad L_RL) on `params`; > 0 aligned, < 0 conflict (both losses are minimised)."""
+    g_il, g_rl = flat_grad(l_il, params), flat_grad(l_rl, params)
+    return float(torch.dot(g_il, g_rl) / (g_il.norm() * g_rl.norm() + 1e-12))
+
+
+def project_conflicting(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """PCGrad: if g . g_ref < 0, remove g's component along g_ref (onto g_ref's normal plane); else g as is."""
+    dot = torch.dot(g, g_ref)
+    if dot >= 0:
+        return g, False
+    return g - dot / (g_ref.norm() ** 2 + 1e-12) * g_ref, True
+
+
+def dynamic_m(m: int, rho_bar: float, m_min: int, m_max: int) -> int:
+    """m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max): conflict (rho < 0) -> more RL steps per IL step."""
+    return int(np.clip(round(m * 3.0 ** (-rho_bar)), m_min, m_max))
+
+
+def gradient_step(loss, params, opt, max_grad_norm=None):
+    """One gradient step of `opt` on `loss`, its gradient norm clipped to max_grad_norm (None: not clipped)."""
+    opt.zero_grad()
+    loss.backward()
+    if max_grad_norm is not None:
+        nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+
+
+il_step = gradient_step  # theta <- theta - alpha_IL grad L_IL, by the IL optimizer (own Adam state: no RL momentum)
+
+
+def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm, project_step=True) -> tuple[bool, bool]:
+    """theta <- theta - alpha_RL grad L_RL by the RL optimizer; with l_il, surgery steps (1)-(3) (module docstring; (3)
+    only with project_step). Returns (the gradients conflicted, the applied step conflicted); (False, False) without
+    l_il."""
+    if l_il is None:
+        gradient_step(l_rl, params, rl_opt, max_grad_norm)
+        return False, False
+    g_il, sizes = flat_grad(l_il, params), [p.numel() for p in params]
+    g_rl, grad_hit = project_conflicting(flat_grad(l_rl, params), g_il)  # (1)
+    for p, g in zip(params, g_rl.split(sizes)):
+        p.grad = g.view_as(p).clone()
+    nn.utils.clip_grad_norm_(params, max_grad_norm)
+    before = torch.cat([p.detach().reshape(-1) for p in params])
+    rl_opt.step()  # (2)
+    descent = before - torch.cat([p.detach().reshape(-1) for p in params])  # -delta
+    descent, step_hit = project_conflicting(descent, g_il)  # (3): -delta . g_IL >= 0 afterwards
+    if step_hit and project_step:
+        with torch.no_grad():
+            for p, x in zip(params, (before - descent).split(sizes)):
+                p.copy_(x.view_as(p))
+    return grad_hit, step_hit
+
+
+class TrainEnv(gym.Wrapper):
+    """Runs chunk_size actions per step (open loop, rewards summed); sparse: the reward is info["success"], 0 or 1."""
+
+    def __init__(self, env, chunk_size: int, sparse: bool):
+        super().__init__(env)
+        self.chunk_size, self.sparse, low, high = chunk_size, sparse, env.action_space.low, env.action_space.high
+        self.action_space = gym.spaces.Box(np.tile(low, chunk_size), np.tile(high, chunk_size), dtype=np.float32)
+
+    def step(self, action):
+        total = 0.0
+        for a in np.split(np.asarray(action), self.chunk_size):
+            obs, r, term, trunc, info = self.env.step(a)
+            total += float(info["success"]) if self.sparse else float(r)
+            if term or trunc:
+                break
+        return obs, total, term, trunc, info
+
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return (as gymnasium's NormalizeReward), clipped to 10."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.mean, self.var, self.count, self.ret, self.gamma = 0.0, 1.0, 1e-4, np.zeros(num_envs), gamma
+
+    def __call__(self, r: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        self.ret = self.ret * self.gamma + r
+        n, delta, tot = len(r), self.ret.mean() - self.mean, self.count + len(r)
+        self.var = (self.var * self.count + self.ret.var() * n + delta**2 * self.count * n / tot) / tot
+        self.mean, self.count = self.mean + delta * n / tot, tot
+        self.ret[ended] = 0.0
+        return np.clip(r / np.sqrt(self.var + 1e-8), -10, 10)
+
+
+def first_episodes(demos: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first n episodes of `demos` (n = 0: all of them); one sentence if the file holds fewer."""
+    ends = np.flatnonzero(np.logical_or(demos["terminations"], demos["truncations"]))
+    if not 0 <= n <= len(ends):
+        raise SystemExit(f"--num-demo-episodes {n} asks for more episodes than the demo file holds ({len(ends)}).")
+    return {key: v[: ends[n - 1] + 1] for key, v in demos.items()} if n else demos
+
+
+def chunk_targets(demos, chunk_size):
+    """(N, chunk_size * act_dim): the demo actions from each step on, the episode's last one repeated past its end."""
+    ends, n = np.logical_or(demos["terminations"], demos["truncations"]), len(demos["actions"])
+    ep_end = np.minimum.accumulate(np.where(ends, np.arange(n), n - 1)[::-1])[::-1]  # each step's episode end
+    idx = np.minimum(np.arange(n)[:, None] + np.arange(chunk_size)[None], ep_end[:, None])
+    return demos["actions"][idx].reshape(n, -1)
+
+
+def log_episodes(log, step: int, final_info: dict, ended: np.ndarray):
+    """charts/episodic_return (the env's own: dense on MetaWorld) and, with a success flag, charts/episodic_success."""
+    for i in np.where(ended)[0]:
+        log.log(step, **{"charts/episodic_return": float(final_info["episode"]["r"][i])})
+        if "success" in final_info:
+            log.log(step, **{"charts/episodic_success": float(final_info["success"][i])})
+
+
+def main():
+    args = tyro.cli(Args)
+    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.il_mode}__{args.seed}__{int(time.time())}"
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
+    chunk = args.chunk_size
+    interleave, regularize = args.il_mode == "interleave", args.il_mode == "regularize"
+    surgery = interleave and args.pcgrad  # rl_step() projects off the IL gradient
+    # ---- env and demos (default: data/<env-id>-medium.npz, or data/metaworld-<task>.npz with 50 scripted demos) ----
+    train_env = lambda i: TrainEnv(make_env(args.env_id, args.seed + i)(), chunk, args.sparse_reward)
+    envs = gym.vector.SyncVectorEnv([lambda i=i: train_env(i) for i in range(args.num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    name = args.env_id.replace("/", "-") + ("" if args.env_id.startswith("metaworld/") else "-medium")
+    demo_path = args.demo_path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", f"{name}.npz")
+    demos = first_episodes(load_demos(demo_path, make_env(args.env_id, args.seed)()), args.num_demo_episodes)
+    obs_dim, act_dim = demos["observations"].shape[1], demos["actions"].shape[1] * chunk
+    obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
+    D_obs, D_act = (torch.as_tensor(x, device=device) for x in (demos["observations"], chunk_targets(demos, chunk)))
+    log = Logger(run_name, args)
+
+    def demo_batch(n):
+        idx = torch.randint(len(D_obs), (n,), device=device)
+        return D_obs[idx], D_act[idx]
+
+    policy = Policy(obs_dim, act_dim, obs_mean, obs_std, args.action_std).to(device)
+    critic = Critic(obs_dim, obs_mean, obs_std).to(device)
+    actor_params, critic_params = list(policy.parameters()), list(critic.parameters())
+
+    def eval_policy(step):  # deterministic, the chunk's first action (closed loop); logged at step, returned as text
+        with torch.no_grad():
+            ret, success = evaluate(lambda o: policy(tensor(o)).cpu().numpy()[: act_dim // chunk], args.env_id,
+                                    args.eval_episodes, 10_000 + args.seed)
+        log.log(step, **{"eval/return": ret, "eval/success": success})  # an env without a success flag: nan, not shown
+        return f"eval/return {ret:.1f}" + ("" if np.isnan(success) else f", eval/success {success:.2f}")
+
+    # ---- Stage 1: behaviour cloning of the mean until the loss plateaus ----
+    bc_opt = torch.optim.Adam(policy.mu.parameters(), lr=args.bc_lr)
+    best, since, window = float("inf"), 0, []
+    for step in log.steps(bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):  # stops on SIGINT
+        obs_d, act_d = demo_batch(args.bc_batch_size)
+        loss = squared_error(policy(obs_d), act_d)
+        gradient_step(loss, None, bc_opt)  # no gradient clipping in stage 1
+        window.append(loss.item())
+        if (step + 1) % 500 == 0:
+            mean_loss, window = float(np.mean(window)), []
+            log.log(step + 1, **{"losses/bc_pretrain_mse": mean_loss})
+            bar.set_postfix(mse=f"{mean_loss:.4f}")
+            since, best = (0 if mean_loss < 0.97 * best else since + 1), min(best, mean_loss)
+            if since >= 4:  # no 3% improvement over 2,000 steps: plateau
+                break
+    bc_eval = eval_policy(0)
+    n_eps = int(np.logical_or(demos["terminations"], demos["truncations"]).sum())
+    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {len(D_obs)} transitions) -> {bc_eval}")
+    # ---- Stage 2: PPO fine-tuning; one IL step after every m(t) RL steps ----
+    rl_opt = torch.optim.Adam(actor_params, lr=args.actor_lr, eps=1e-5)  # alpha_RL, its own Adam state
+    il_opt = torch.optim.Adam(actor_params, lr=args.il_lr, eps=1e-5)  # alpha_IL, its own Adam state
+    critic_opt = torch.optim.Adam(critic_params, lr=args.critic_lr, eps=1e-5)
+    N, T = args.num_envs, args.num_steps
+    batch, mb_size = N * T, N * T // args.num_minibatches
+    buf = {key: torch.zeros((T, N) + s, device=device) for key, s in (("obs", (obs_dim,)), ("act", (act_dim,)),
+           ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
+    scale_reward = RewardScaler(N, args.gamma)
+    obs, _ = envs.reset(seed=args.seed)
+    value_loss_fn, rl_loss_fn = (torch.compile(f) if args.compile else f for f in (value_loss, rl_loss))  # same fns
+    global_step, rl_steps, next_eval = 0, 0, args.eval_every
+    since_il = 0  # RL steps since the last IL step
+    m_t = args.m  # m(t): RL steps per IL step in the current cycle
+    rho_bar = 0.0  # EMA of rho(t), one update per cycle
+    num_iters = max(1, args.total_timesteps // (batch * chunk))
+    pbar = tqdm(total=num_iters * batch * chunk, desc=f"stage 2: {args.il_mode}")
+    for it in log.steps(range(num_iters)):  # stops early on SIGINT/SIGTERM (Logger)
+        for t in range(T):  # ---- rollout ----
+            o = tensor(obs)
+            with torch.no_grad():
+                d = policy.dist(o)
+                a = d.sample()
+                buf["logp"][t], buf["val"][t] = d.log_prob(a).sum(-1), critic(o)
+            obs, r, term, trunc, info = envs.step(a.cpu().numpy())
+            global_step += N * chunk
+            pbar.update(N * chunk)
+            ended = np.logical_or(term, trunc)
+            buf["next_val"][t] = 0.0  # V(s_t+1) where an episode ended at t; elsewhere it is val[t + 1] (below)
+            if ended.any():
+                log_episodes(log, global_step, info["final_info"], ended)
+                with torch.no_grad():  # bootstrap through truncations, not through terminations
+                    final, not_term = tensor(np.stack(info["final_obs"][ended])), tensor(1.0 - term[ended])
+                    buf["next_val"][t, torch.as_tensor(ended, device=device)] = critic(final) * not_term
+            buf["obs"][t], buf["act"][t], buf["done"][t] = o, a, tensor(ended)
+            buf["rew"][t] = tensor(scale_reward(r, ended))
+            if global_step >= next_eval:
+                next_eval += args.eval_every
+                pbar.set_postfix_str(f"{eval_policy(global_step)}, m={m_t}")
+        # ---- update: PPO minibatches (RL steps), one IL step after every m(t) of them ----
+        with torch.no_grad():  # V(s_t+1) of a running episode is the value of the next rollout step: no extra forward
+            o_last = tensor(obs)
+            v_last = critic(o_last)
+            next_val = torch.cat([buf["val"][1:], v_last[None]]) * (1 - buf["done"]) + buf["next_val"]
+        adv, ret = gae(buf["rew"], buf["val"], next_val, buf["done"], args.gamma, args.gae_lambda)
+        b = {key: v.reshape((batch,) + v.shape[2:]) for key, v in {**buf, "adv": adv, "ret": ret}.items()}
+        diag = {key: [] for key in ("kl", "surrogate", "hit", "rho", "l_il", "il_mse")}  # KLs, diagnostics
+        for _epoch in range(args.update_epochs):
+            for idx in torch.randperm(batch, device=device).split(mb_size):
+                mb = {key: v[idx] for key, v in b.items()}  # the minibatch
+                v_loss = value_loss_fn(critic, mb)
+                gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
+                if it < args.critic_warmup_iters:  # value-only rollouts: no RL and no IL steps
+                    continue
+                l_rl, kl = rl_loss_fn(policy, mb, args.clip_coef)
+                diag["kl"].append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
+                diag["surrogate"].append(l_rl.detach())
+                l_il = il_loss(policy, *demo_batch(args.il_batch_size)) if surgery or regularize else None
+                if regularize:  # baseline: one loss L_RL + bc_coef * L_IL per RL step, no interleaving, no surgery
+                    l_rl = l_rl + args.bc_coef * l_il
+                hit = rl_step(l_rl, l_il if surgery else None, actor_params, rl_opt, args.max_grad_norm,
+                              args.project_step)
+                if surgery:
+                    diag["hit"].append(hit)  # (the gradients conflicted, the applied step still conflicted)
+                rl_steps += 1
+                since_il += 1
+                if interleave and since_il >= m_t:  # the cycle's IL step
+                    obs_d, act_d = demo_batch(args.il_batch_size)
+                    l_il = il_loss(policy, obs_d, act_d)
+                    l_rl = rl_loss_fn(policy, mb, args.clip_coef)[0]  # L_RL at the current theta
+                    rho = measure_rho(l_il, l_rl, actor_params)
+                    rho_bar = 0.9 * rho_bar + 0.1 * rho
+                    il_step(l_il, actor_params, il_opt, args.max_grad_norm)
+                    since_il = 0
+                    if args.dynamic_m:
+                        m_t = dynamic_m(args.m, rho_bar, args.m_min, args.m_max)
+                    diag["rho"].append(rho)
+                    diag["l_il"].append(l_il.item())
+                    diag["il_mse"].append(squared_error(policy(obs_d), act_d).item())  # after the step
+            if diag["kl"] and torch.stack(diag["kl"][-args.num_minibatches:]).mean().item() > args.target_kl:
+                break
+        with torch.no_grad():
+            obs_d, act_d = demo_batch(1024)
+            demo_mse = squared_error(policy(obs_d), act_d).item()
+            scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
+                       "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
+        log.log(global_step, **scalars, **update_scalars(diag, m_t if interleave else None, rho_bar))
+    pbar.close()
+    print(f"BC start: {bc_eval} -> final: {eval_policy(global_step)} after {global_step} env steps")
+    envs.close()
+    return log.finish({"policy": policy.state_dict(), "critic": critic.state_dict()})
+
+
+def update_scalars(diag: dict, m_t: int | None, rho_bar: float) -> dict[str, float]:
+    """Diagnostics only: an update's means over its RL steps (surrogate, KL, conflicts), IL steps (L_IL, MSE, rho)."""
+    scalars = {"losses/policy": torch.stack(diag["surrogate"]).mean().item(),
+               "losses/approx_kl": torch.stack(diag["kl"]).mean().item()} if diag["surrogate"] else {}
+    scalars.update({"charts/m": m_t} if m_t is not None else {})
+    if diag["rho"]:  # one entry per IL step
+        scalars.update({"losses/il": float(np.mean(diag["l_il"])), "losses/il_mse": float(np.mean(diag["il_mse"])),
+                        "charts/rho": float(np.mean(diag["rho"])), "charts/rho_bar": rho_bar})
+    if diag["hit"]:  # (1) and (3) of the surgery
+        conflict_rate, step_conflict_rate = np.mean(diag["hit"], 0)
+        scalars.update({"charts/conflict_rate": conflict_rate, "charts/step_conflict_rate": step_conflict_rate})
+    return scalars
+
+
+# ==== shared helpers: identical in every file (see template.py) ====
 # ---- shared: make_env ----
 def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
     """A thunk that builds one env: a gymnasium id, or `metaworld/<task>-v3` (MetaWorld MT1, random goals, at
@@ -189,47 +486,6 @@ def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
 
     return thunk
 # ---- end shared ----
-
-
-class ChunkedActions(gym.Wrapper):
-    """Action chunking: one step takes k actions (flattened), runs them open loop, sums the rewards."""
-
-    def __init__(self, env, k):
-        super().__init__(env)
-        self.k, low, high = k, env.action_space.low, env.action_space.high
-        self.action_space = gym.spaces.Box(np.tile(low, k), np.tile(high, k), dtype=np.float32)
-
-    def step(self, action):
-        total = 0.0
-        for a in np.split(np.asarray(action), self.k):
-            obs, r, term, trunc, info = self.env.step(a)
-            total += float(r)
-            if term or trunc:
-                break
-        return obs, total, term, trunc, info
-
-
-class SuccessReward(gym.Wrapper):
-    """Reward 1 on the step where info["success"] is set (MetaWorld ends there), else 0; episodic_return stays dense"""
-
-    def step(self, action):
-        obs, _, term, trunc, info = self.env.step(action)
-        return obs, float(info["success"]), term, trunc, info
-
-
-class RewardScaler:
-    """Rewards divided by the running std of the discounted return (as gymnasium's NormalizeReward), clipped to 10."""
-
-    def __init__(self, num_envs: int, gamma: float):
-        self.mean, self.var, self.count, self.ret, self.gamma = 0.0, 1.0, 1e-4, np.zeros(num_envs), gamma
-
-    def __call__(self, r: np.ndarray, ended: np.ndarray) -> np.ndarray:
-        self.ret = self.ret * self.gamma + r
-        n, delta, tot = len(r), self.ret.mean() - self.mean, self.count + len(r)
-        self.var = (self.var * self.count + self.ret.var() * n + delta**2 * self.count * n / tot) / tot
-        self.mean, self.count = self.mean + delta * n / tot, tot
-        self.ret[ended] = 0.0
-        return np.clip(r / np.sqrt(self.var + 1e-8), -10, 10)
 
 
 # ---- shared: load_demos ----
@@ -315,30 +571,6 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
                          "step.")
     return d
 # ---- end shared ----
-
-
-def default_demo_path(env_id: str) -> str:
-    """data/<env-id>-medium.npz for gymnasium ids; data/metaworld-<task>.npz (50 scripted demos) for MetaWorld."""
-    name = env_id.replace("/", "-") + ("" if env_id.startswith("metaworld/") else "-medium")
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", f"{name}.npz")
-
-
-def first_episodes(demos: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """The first n episodes of `demos` (n = 0: all of them); one sentence if the file holds fewer."""
-    if n == 0:
-        return demos
-    ends = np.flatnonzero(np.logical_or(demos["terminations"], demos["truncations"]))
-    if n < 0 or n > len(ends):
-        raise SystemExit(f"--num-demo-episodes {n} asks for more episodes than the demo file holds ({len(ends)}).")
-    return {k: v[: ends[n - 1] + 1] for k, v in demos.items()}
-
-
-def chunk_targets(demos, k):
-    """(N, k * act_dim): the k demo actions from each step on, the episode's last action repeated past its end."""
-    ends, n = np.logical_or(demos["terminations"], demos["truncations"]), len(demos["actions"])
-    ep_end = np.minimum.accumulate(np.where(ends, np.arange(n), n - 1)[::-1])[::-1]  # each step's episode end
-    idx = np.minimum(np.arange(n)[:, None] + np.arange(k)[None], ep_end[:, None])
-    return demos["actions"][idx].reshape(n, -1)
 
 
 # ---- shared: evaluate ----
@@ -436,350 +668,27 @@ class Logger:
 # ---- end shared ----
 
 
-def log_episodes(log, step: int, final_info: dict, ended: np.ndarray):
-    """charts/episodic_return (the env's own: dense on MetaWorld) and, with a success flag, charts/episodic_success."""
-    for i in np.where(ended)[0]:
-        log.log(step, **{"charts/episodic_return": float(final_info["episode"]["r"][i])})
-        if "success" in final_info:
-            log.log(step, **{"charts/episodic_success": float(final_info["success"][i])})
-
-
-def mlp(inp, out, hidden=256, out_std=1.0):
-    last = nn.Linear(hidden, out)
-    nn.init.orthogonal_(last.weight, out_std)
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), last)
-
-
-class Policy(nn.Module):
-    """Gaussian policy: mean = mu(s) (2 x 256 ReLU), state-independent log std; obs normalised inside."""
-
-    def __init__(self, obs_dim, act_dim, obs_mean, obs_std, action_std):
-        super().__init__()
-        self.register_buffer("obs_mean", torch.as_tensor(obs_mean))
-        self.register_buffer("obs_std", torch.as_tensor(obs_std))
-        self.mu = mlp(obs_dim, act_dim, out_std=0.01)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(np.log(action_std))))
-
-    def forward(self, obs):
-        """The deterministic action mu(s)."""
-        return self.mu(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10))
-
-    def dist(self, obs):
-        return torch.distributions.Normal(self(obs), self.log_std.exp(), validate_args=False)
-
-
-class Critic(nn.Module):
-    """V(s), 2 x 256 ReLU; obs normalised inside."""
-
-    def __init__(self, obs_dim, obs_mean, obs_std):
-        super().__init__()
-        self.register_buffer("obs_mean", torch.as_tensor(obs_mean))
-        self.register_buffer("obs_std", torch.as_tensor(obs_std))
-        self.v = mlp(obs_dim, 1)
-
-    def forward(self, obs):
-        return self.v(((obs - self.obs_mean) / self.obs_std).clamp(-10, 10)).squeeze(-1)
-
-
-# ---- losses and gradient tools (pure functions; tests call them) ----
-def squared_error(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """||pred - a||^2 summed over action dims, mean over the batch: stage 1's BC loss and the logged demo MSE."""
-    return ((pred - act) ** 2).sum(-1).mean()
-
-
-def il_loss(policy: Policy, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """L_IL = E[-log pi(a|s)] with the std detached (a sigma-weighted MSE on the mean); scalar."""
-    mean, std = policy(obs), policy.log_std.exp().detach()
-    return -torch.distributions.Normal(mean, std).log_prob(act).sum(-1).mean()
-
-
-def ppo_loss(new_logp, old_logp, adv, clip_coef):
-    """PPO's clipped surrogate, to be minimised; advantages normalised per minibatch. Returns (loss, approx_kl)."""
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    log_ratio = new_logp - old_logp
-    ratio = log_ratio.exp()
-    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
-    approx_kl = ((ratio - 1) - log_ratio).mean()
-    return loss, approx_kl
-
-
-def value_loss(critic, obs, ret):
-    """0.5 E[(V(s) - R)^2] on a minibatch."""
-    return 0.5 * ((critic(obs) - ret) ** 2).mean()
-
-
-def policy_loss(policy, obs, act, old_logp, adv, clip_coef):
-    """L_RL at the current policy on a minibatch, the rollout's log-probs as old: (loss, approx_kl)."""
-    return ppo_loss(policy.dist(obs).log_prob(act).sum(-1), old_logp, adv, clip_coef)
-
-
-def gae(rewards, values, next_values, dones, gamma, lam):
-    """GAE over (T, N) arrays; next_values already hold V(s_{t+1}) (0 after a termination, V(final obs) after
-    a truncation); dones cut the recursion at episode ends. Returns (advantages, returns)."""
-    adv, last = rewards * 0.0, rewards[0] * 0.0
-    for t in reversed(range(len(rewards))):
-        delta = rewards[t] + gamma * next_values[t] - values[t]
-        last = delta + gamma * lam * (1.0 - dones[t]) * last
-        adv[t] = last
-    return adv, adv + values
-
-
-def flat_grad(loss, params):
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-
-
-def grad_cosine(g_a: torch.Tensor, g_b: torch.Tensor) -> float:
-    """cos(g_a, g_b) in [-1, 1]."""
-    return float(torch.dot(g_a, g_b) / (g_a.norm() * g_b.norm() + 1e-12))
-
-
-def measure_rho(l_il: torch.Tensor, l_rl: torch.Tensor, params) -> float:
-    """rho(t) = cos(grad L_IL, grad L_RL) on `params`; > 0 aligned, < 0 conflict (both losses are minimised)."""
-    return grad_cosine(flat_grad(l_il, params), flat_grad(l_rl, params))
-
-
-def project_conflicting(g: torch.Tensor, g_ref: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """PCGrad: if g . g_ref < 0, remove g's component along g_ref (onto g_ref's normal plane); else g as is."""
-    dot = torch.dot(g, g_ref)
-    if dot >= 0:
-        return g, False
-    return g - dot / (g_ref.norm() ** 2 + 1e-12) * g_ref, True
-
-
-def dynamic_m(m: int, rho_bar: float, m_min: int, m_max: int) -> int:
-    """m(t) = clip(round(m * 3^(-rho_bar)), m_min, m_max): conflict (rho < 0) -> more RL steps per IL step."""
-    return int(np.clip(round(m * 3.0 ** (-rho_bar)), m_min, m_max))
-
-
-def gradient_step(loss, params, opt, max_grad_norm):
-    """One clipped gradient step of `opt` on `loss`."""
-    opt.zero_grad()
-    loss.backward()
-    nn.utils.clip_grad_norm_(params, max_grad_norm)
-    opt.step()
-
-
-def il_step(l_il, params, il_opt, max_grad_norm):
-    """theta <- theta - alpha_IL grad L_IL, by the IL optimizer (its own Adam state: no RL momentum in it)."""
-    gradient_step(l_il, params, il_opt, max_grad_norm)
-
-
-def rl_step(l_rl, l_il, params, rl_opt, max_grad_norm) -> tuple[bool, bool]:
-    """theta <- theta - alpha_RL grad L_RL by the RL optimizer; with l_il, surgery steps (1)-(3) (module docstring).
-    Returns (the gradients conflicted, the applied step still conflicted); (False, False) without l_il."""
-    if l_il is None:
-        gradient_step(l_rl, params, rl_opt, max_grad_norm)
-        return False, False
-    g_il, sizes = flat_grad(l_il, params), [p.numel() for p in params]
-    g_rl, grad_hit = project_conflicting(flat_grad(l_rl, params), g_il)  # (1)
-    for p, g in zip(params, g_rl.split(sizes)):
-        p.grad = g.view_as(p).clone()
-    nn.utils.clip_grad_norm_(params, max_grad_norm)
-    before = torch.cat([p.detach().reshape(-1) for p in params])
-    rl_opt.step()  # (2)
-    descent = before - torch.cat([p.detach().reshape(-1) for p in params])  # -delta
-    descent, step_hit = project_conflicting(descent, g_il)  # (3): -delta . g_IL >= 0 afterwards
-    if step_hit:
-        with torch.no_grad():
-            for p, x in zip(params, (before - descent).split(sizes)):
-                p.copy_(x.view_as(p))
-    return grad_hit, step_hit
-
-
-def main():
-    args = tyro.cli(Args)
-    if args.il_mode != "interleave" and args.dynamic_m:
-        raise SystemExit("--dynamic-m needs --il-mode interleave.")
-    if args.m < 1 or not 1 <= args.m_min <= args.m_max:
-        raise SystemExit(f"--m, --m-min, --m-max must satisfy m >= 1 and 1 <= m_min <= m_max (got {args.m}, "
-                         f"{args.m_min}, {args.m_max}); use --il-mode none for RL-only fine-tuning.")
-    if args.sparse_reward and not args.env_id.startswith("metaworld/"):
-        raise SystemExit("--sparse-reward needs a MetaWorld env (metaworld/<task>-v3), whose steps flag success.")
-    run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.il_mode}__{args.seed}__{int(time.time())}"
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)
-    k = args.chunk_size
-    interleave, regularize = args.il_mode == "interleave", args.il_mode == "regularize"
-    surgery = interleave and args.pcgrad  # rl_step() projects off the IL gradient
-
-    # ---- env and demos ----
-    def train_env(i):  # make_env, then the sparse reward and the action chunks
-        env = make_env(args.env_id, args.seed + i)()
-        env = SuccessReward(env) if args.sparse_reward else env
-        return ChunkedActions(env, k) if k > 1 else env
-
-    envs = gym.vector.SyncVectorEnv([lambda i=i: train_env(i) for i in range(args.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    demo_path = args.demo_path or default_demo_path(args.env_id)
-    demos = first_episodes(load_demos(demo_path, make_env(args.env_id, args.seed)()), args.num_demo_episodes)
-    obs_dim, act_dim = demos["observations"].shape[1], demos["actions"].shape[1] * k
-    obs_mean, obs_std = demos["observations"].mean(0), demos["observations"].std(0) + 1e-3
-    D_obs = torch.as_tensor(demos["observations"], device=device)
-    D_act = torch.as_tensor(chunk_targets(demos, k), device=device)
-    log = Logger(run_name, args)
-
-    def demo_batch(n):
-        idx = torch.randint(len(D_obs), (n,), device=device)
-        return D_obs[idx], D_act[idx]
-
-    policy = Policy(obs_dim, act_dim, obs_mean, obs_std, args.action_std).to(device)
-    critic = Critic(obs_dim, obs_mean, obs_std).to(device)
-    actor_params, critic_params = list(policy.parameters()), list(critic.parameters())
-
-    # ---- Stage 1: behaviour cloning of the mean until the loss plateaus ----
-    bc_opt = torch.optim.Adam(policy.mu.parameters(), lr=args.bc_lr)
-    best, since, window = float("inf"), 0, []
-    for step in log.steps(bar := tqdm(range(args.bc_steps), desc="stage 1: BC", leave=False)):  # stops on SIGINT
-        obs_d, act_d = demo_batch(args.bc_batch_size)
-        loss = squared_error(policy(obs_d), act_d)
-        bc_opt.zero_grad()
-        loss.backward()
-        bc_opt.step()
-        window.append(loss.item())
-        if (step + 1) % 500 == 0:
-            mean_loss, window = float(np.mean(window)), []
-            log.log(step + 1, **{"losses/bc_pretrain_mse": mean_loss})
-            bar.set_postfix(mse=f"{mean_loss:.4f}")
-            since = 0 if mean_loss < 0.97 * best else since + 1
-            best = min(best, mean_loss)
-            if since >= 4:  # no 3% improvement over 2,000 steps: plateau
-                break
-
-    def eval_fn(o):  # deterministic, the first action of the chunk (closed loop)
-        with torch.no_grad():
-            return policy(tensor(o)).cpu().numpy()[: act_dim // k]
-
-    bc_return, bc_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
-    n_eps = int(np.logical_or(demos["terminations"], demos["truncations"]).sum())
-    print(f"stage 1: BC on {demo_path} ({n_eps} demo episodes, {len(D_obs)} transitions) -> eval/return "
-          f"{bc_return:.1f}, eval/success {bc_success:.2f}")
-    log.log(0, **{"eval/return": bc_return, "eval/success": bc_success})
-
-    # ---- Stage 2: PPO fine-tuning; one IL step after every m(t) RL steps ----
-    rl_opt = torch.optim.Adam(actor_params, lr=args.actor_lr, eps=1e-5)  # alpha_RL, its own Adam state
-    il_opt = torch.optim.Adam(actor_params, lr=args.il_lr, eps=1e-5)  # alpha_IL, its own Adam state
-    critic_opt = torch.optim.Adam(critic_params, lr=args.critic_lr, eps=1e-5)
-    N, T = args.num_envs, args.num_steps
-    batch, mb = N * T, N * T // args.num_minibatches
-    buf = {k_: torch.zeros((T, N) + s, device=device) for k_, s in (("obs", (obs_dim,)), ("act", (act_dim,)),
-           ("logp", ()), ("rew", ()), ("val", ()), ("done", ()), ("next_val", ()))}
-    scale_reward = RewardScaler(N, args.gamma)
-    obs, _ = envs.reset(seed=args.seed)
-    compiled = torch.compile if args.compile else (lambda f: f)  # the same functions, compiled on first use
-    value_loss_fn, policy_loss_fn = compiled(value_loss), compiled(policy_loss)
-    global_step, rl_steps, next_eval = 0, 0, args.eval_every
-    since_il = 0  # RL steps since the last IL step
-    m_t = args.m  # m(t): RL steps per IL step in the current cycle
-    rho_bar = 0.0  # EMA of rho(t), one update per cycle
-    num_iters = max(1, args.total_timesteps // (batch * k))
-    pbar = tqdm(total=num_iters * batch * k, desc=f"stage 2: {args.il_mode}")
-    for it in log.steps(range(num_iters)):  # stops early on SIGINT/SIGTERM (Logger)
-        for t in range(T):  # ---- rollout ----
-            o = tensor(obs)
-            with torch.no_grad():
-                d = policy.dist(o)
-                a = d.sample()
-                buf["logp"][t], buf["val"][t] = d.log_prob(a).sum(-1), critic(o)
-            obs, r, term, trunc, info = envs.step(a.cpu().numpy())
-            global_step += N * k
-            pbar.update(N * k)
-            ended = np.logical_or(term, trunc)
-            buf["next_val"][t] = 0.0  # V(s_t+1) where an episode ended at t; elsewhere it is val[t + 1] (below)
-            if ended.any():
-                log_episodes(log, global_step, info["final_info"], ended)
-                with torch.no_grad():  # bootstrap through truncations, not through terminations
-                    final, not_term = tensor(np.stack(info["final_obs"][ended])), tensor(1.0 - term[ended])
-                    buf["next_val"][t, torch.as_tensor(ended, device=device)] = critic(final) * not_term
-            buf["obs"][t], buf["act"][t], buf["done"][t] = o, a, tensor(ended)
-            buf["rew"][t] = tensor(scale_reward(r, ended))
-            if global_step >= next_eval:
-                next_eval += args.eval_every
-                ret, succ = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
-                log.log(global_step, **{"eval/return": ret, "eval/success": succ})
-                pbar.set_postfix(eval_return=f"{ret:.0f}", eval_success=f"{succ:.2f}", m=m_t)
-
-        # ---- update: PPO minibatches (RL steps), one IL step after every m(t) of them ----
-        with torch.no_grad():  # V(s_t+1) of a running episode is the value of the next rollout step: no extra forward
-            o_last = tensor(obs)
-            v_last = critic(o_last)
-            next_val = torch.cat([buf["val"][1:], v_last[None]]) * (1 - buf["done"]) + buf["next_val"]
-        adv, ret = gae(buf["rew"], buf["val"], next_val, buf["done"], args.gamma, args.gae_lambda)
-        b = {k_: v.reshape((batch,) + v.shape[2:]) for k_, v in buf.items()}
-        b_adv, b_ret = adv.reshape(-1), ret.reshape(-1)
-
-        def rl_loss(idx):
-            """L_RL on RL minibatch idx at the current policy, the rollout's log-probs as old: (loss, approx_kl)."""
-            return policy_loss_fn(policy, b["obs"][idx], b["act"][idx], b["logp"][idx], b_adv[idx], args.clip_coef)
-
-        kls, pg_losses, hits, rhos, il_losses, il_mses = [], [], [], [], [], []  # this rollout's diagnostics
-        for _epoch in range(args.update_epochs):
-            for idx in torch.randperm(batch, device=device).split(mb):
-                v_loss = value_loss_fn(critic, b["obs"][idx], b_ret[idx])
-                gradient_step(v_loss, critic_params, critic_opt, args.max_grad_norm)
-                if it < args.critic_warmup_iters:  # value-only rollouts: no RL and no IL steps
-                    continue
-                pg_loss, kl = rl_loss(idx)
-                kls.append(kl.detach())  # no host sync per minibatch: read once per epoch and at logging
-                pg_losses.append(pg_loss.detach())
-                l_il = il_loss(policy, *demo_batch(args.il_batch_size)) if surgery or regularize else None
-                l_rl = pg_loss + args.bc_coef * l_il if regularize else pg_loss  # baseline: one loss, no surgery
-                hit = rl_step(l_rl, l_il if surgery else None, actor_params, rl_opt, args.max_grad_norm)
-                if surgery:
-                    hits.append(hit)  # (the gradients conflicted, the applied step still conflicted)
-                rl_steps += 1
-                since_il += 1
-                if interleave and since_il >= m_t:  # the cycle's IL step
-                    obs_d, act_d = demo_batch(args.il_batch_size)
-                    l_il = il_loss(policy, obs_d, act_d)
-                    rho = measure_rho(l_il, rl_loss(idx)[0], actor_params)
-                    rho_bar = 0.9 * rho_bar + 0.1 * rho
-                    il_step(l_il, actor_params, il_opt, args.max_grad_norm)
-                    since_il = 0
-                    if args.dynamic_m:
-                        m_t = dynamic_m(args.m, rho_bar, args.m_min, args.m_max)
-                    rhos.append(rho)
-                    il_losses.append(l_il.item())
-                    il_mses.append(squared_error(policy(obs_d), act_d).item())
-            if kls and torch.stack(kls[-args.num_minibatches:]).mean().item() > args.target_kl:
-                break
-        with torch.no_grad():
-            obs_d, act_d = demo_batch(1024)
-            demo_mse = squared_error(policy(obs_d), act_d).item()
-            scalars = {"losses/value": v_loss.item(), "losses/demo_mse": demo_mse,
-                       "charts/action_std": policy.log_std.exp().mean().item(), "charts/rl_steps": rl_steps}
-        if pg_losses:
-            scalars.update({"losses/policy": torch.stack(pg_losses).mean().item(),
-                            "losses/approx_kl": torch.stack(kls).mean().item()})
-        if interleave:
-            scalars["charts/m"] = m_t
-        if rhos:  # one entry per IL step
-            scalars.update({"losses/il": float(np.mean(il_losses)), "losses/il_mse": float(np.mean(il_mses)),
-                            "charts/rho": float(np.mean(rhos)), "charts/rho_bar": rho_bar})
-        if hits:
-            conflict_rate, step_conflict_rate = np.mean(hits, 0)
-            scalars.update({"charts/conflict_rate": conflict_rate, "charts/step_conflict_rate": step_conflict_rate})
-        log.log(global_step, **scalars)
-    pbar.close()
-
-    final_return, final_success = evaluate(eval_fn, args.env_id, args.eval_episodes, 10_000 + args.seed)
-    log.log(global_step, **{"eval/return": final_return, "eval/success": final_success})
-    model_path = os.path.join(log.dir, "model.pt")
-    torch.save({"policy": policy.state_dict(), "critic": critic.state_dict(), "args": vars(args),
-                "interrupted": log.interrupted, "step": log.step}, model_path)
-    log.close()
-    print(f"BC start {bc_return:.1f} (success {bc_success:.2f}) -> final eval/return {final_return:.1f} "
-          f"(success {final_success:.2f}) after {global_step} env steps")
-    print(f"model: {model_path}; metrics: {os.path.join(log.dir, 'metrics.csv')} "
-          "(TensorBoard: tensorboard --logdir runs)")
-    envs.close()
-    return log.exit_code
+# Fidelity to the paper (arXiv 2505.10442; there is no official code; ResiP, ankile/robust-rearrangement, read for the
+# residual file's precedent)
+# | design choice | official (source) | this file | why different |
+# |---|---|---|---|
+# | update rule | 1 IL step then m RL steps, step sizes alpha_IL, alpha_RL (Sec. 4.1) | m(t) RL steps then 1 IL step,
+#   two Adam states (il_lr, actor_lr, both 3e-4) | same sequence after stage 1; no RL momentum in IL steps |
+# | m | fixed; 5-15 robust, ablations 2..30 | 10; --dynamic-m adapts it (ours) | proposed from rho, no rule published |
+# | rho | gradient-relationship coefficient (Assumption 1), formula not public | cosine of the two loss gradients,
+#   conflict negative, EMA 0.9 per cycle | not public |
+# | surgery | "orthogonal subspaces" (Sec. 4.3), which gradient is projected not public | PCGrad of g_RL off g_IL,
+#   plus projection of the applied Adam step | makes "an RL step does not raise L_IL to first order" hold after Adam |
+# | projection of the applied Adam step | not in the paper | on (--project-step); --no-project-step: PCGrad then Adam
+#   alone | Adam's scaling and momentum can undo (1); the flag measures what (3) adds |
+# | RL algorithm / policy | DPPO, IDQL, residual PPO; diffusion policies; Gym: chunks of 4, 40 envs x 500 steps, actor
+#   lr 1e-4, critic lr 1e-3 (DPPO setup) | PPO, Gaussian MLP 2 x 256, chunk 1, 8 envs x 256 steps, actor lr 3e-4,
+#   critic lr 1e-3 | CPU budget; one readable file |
+# | L_IL | NLL of the demo actions | same, std detached | imitation must not shrink the exploration std |
+# | critic warm-up | not stated; ResiP 5 value-only iterations (src/config/rl/residual_ppo.yaml @4ae40a1) | 5
+#   rollouts (--critic-warmup-iters) | same in both files, so all variants compare like for like |
+# | tasks, reward | Robomimic (300 demos), FurnitureBench (50 demos): sparse success; Gym locomotion: dense |
+#   MetaWorld scripted demos with --sparse-reward and --num-demo-episodes; Hopper/Walker2d dense | what installs here |
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""IN-RIL (both forms): loss shapes, gradient surgery and what it guarantees after Adam, separate IL/RL optimizers,
-dynamic m and its EMA, the ResiP-style residual, sparse MetaWorld reward, few demos, BC convergence, CLI runs."""
+"""IN-RIL (both forms): the losses' values, gradient surgery and what it guarantees after Adam, separate IL/RL
+optimizers, dynamic m and its EMA, the ResiP-style residual, sparse MetaWorld reward, few demos, BC convergence, CLI
+runs, and main() itself on a tiny budget (the update rule as it runs: which step trains which network, how often)."""
+import csv
 import glob
 import inspect
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +19,15 @@ import inril_residual as R
 from conftest import ROOT
 
 DEMOS = os.path.join(ROOT, "data", "Hopper-v4-medium.npz")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread in these tests (tiny networks; a shared machine): two threads made BC here 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def demo_tensors(n=2048):
@@ -37,11 +49,21 @@ def test_projection_leaves_aligned_gradient_unchanged():
     assert not hit and torch.equal(g, g_rl)
 
 
-def test_grad_cosine_and_dynamic_m_direction():
-    assert P.grad_cosine(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0])) == pytest.approx(-1.0)
+def test_rho_cosine_and_dynamic_m_direction():
+    w = torch.nn.Parameter(torch.zeros(2))
+    assert P.measure_rho((torch.tensor([1.0, 0.0]) * w).sum(), (torch.tensor([-2.0, 0.0]) * w).sum(), [w]) == pytest.approx(-1.0)
     assert P.dynamic_m(10, -1.0, 2, 30) == 30 and P.dynamic_m(10, 1.0, 2, 30) == 3 and P.dynamic_m(10, 0.0, 2, 30) == 10
     assert P.dynamic_m(10, -0.5, 2, 30) > P.dynamic_m(10, 0.5, 2, 30)  # conflict -> more RL steps per IL step
     assert P.dynamic_m(10, -1.0, 2, 20) == 20
+
+
+@pytest.mark.parametrize("mod", [P, R])
+def test_docstring_map_points_to_code(mod):
+    """Every name the module docstring's equations -> code map points to (`-> name()`, or a class) is in the file."""
+    pointers = re.findall(r"-> (.+)", mod.__doc__.split("Equations / idea -> code", 1)[1])
+    names = [n for p in pointers for n in re.findall(r"(\w+)\(\)|\b([A-Z]\w+)\b", p) for n in n if n]
+    assert len(names) >= 10
+    assert [n for n in names if not callable(getattr(mod, n, None))] == []
 
 
 def test_loss_shapes():
@@ -51,13 +73,53 @@ def test_loss_shapes():
     assert l_il.shape == () and torch.isfinite(l_il)
     logp = pol.dist(obs).log_prob(act).sum(-1)
     assert logp.shape == (64,)
-    loss, kl = P.ppo_loss(logp, logp.detach(), torch.randn(64), 0.2)
+    loss, kl = P.rl_loss(pol, {"obs": obs, "act": act, "logp": logp.detach(), "adv": torch.randn(64)}, 0.2)
     assert loss.shape == () and kl.item() == pytest.approx(0.0, abs=1e-6)
     # il_loss never moves the std: its gradient on log_std is absent
     g = torch.autograd.grad(l_il, [pol.log_std], allow_unused=True)[0]
     assert g is None
     adv, ret = P.gae(torch.ones(5, 2), torch.zeros(5, 2), torch.zeros(5, 2), torch.zeros(5, 2), 0.99, 0.95)
     assert adv.shape == (5, 2) and adv[0, 0] > adv[-1, 0] == 1.0
+
+
+def test_losses_values():
+    """squared_error sums over action dims and averages over the batch; L_IL is the Gaussian NLL (std 1: half the
+    squared error plus 0.5 log(2 pi) per dim) in the one-network file and half the squared error of the base in the
+    residual file; the critic's loss is 0.5 (V - R)^2."""
+    pred, act = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert P.squared_error(pred, act).item() == pytest.approx((5.0 + 2.0) / 2)
+    obs, a = demo_tensors(16)
+    pol = P.Policy(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3, 1.0)
+    want = 0.5 * P.squared_error(pol(obs), a) + 1.5 * np.log(2 * np.pi)
+    assert P.il_loss(pol, obs, a).item() == pytest.approx(want.item(), rel=1e-5)
+    base = R.BasePolicy(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3)
+    assert R.il_loss(base, obs, a).item() == pytest.approx(0.5 * R.squared_error(base(obs), a).item(), rel=1e-6)
+    critic = P.Critic(11, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3)
+    ret = torch.randn(16)
+    want = 0.5 * ((critic(obs) - ret) ** 2).mean()
+    assert P.value_loss(critic, {"obs": obs, "ret": ret}).item() == pytest.approx(want.item())
+
+
+def test_clipped_surrogate_clips_the_ratio():
+    """Ratios 1.5 and 0.5 with advantages +1 and -1 (normalised to +-1/sqrt(2)) and clip 0.2: the pessimistic term is
+    the clipped one in both, so L = mean(-0.707 * 1.2, 0.707 * 0.8); approx KL = mean((r - 1) - log r)."""
+    new_logp, old_logp = torch.log(torch.tensor([1.5, 0.5])), torch.zeros(2)
+    loss, kl = P.clipped_surrogate(new_logp, old_logp, torch.tensor([1.0, -1.0]), 0.2)
+    a = 1 / np.sqrt(2)
+    assert loss.item() == pytest.approx((-a * 1.2 + a * 0.8) / 2, rel=1e-5)
+    assert kl.item() == pytest.approx(((0.5 - np.log(1.5)) + (-0.5 - np.log(0.5))) / 2, rel=1e-5)
+
+
+def test_gae_cuts_at_episode_ends_and_bootstraps():
+    """One env, 3 steps, an episode ends at step 1 (done): the advantage there is its own TD error (nothing after the
+    end flows back), and the last step bootstraps from next_values."""
+    gamma, lam = 0.9, 0.5
+    rew, val = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[0.5], [0.2], [0.1]])
+    next_val, done = torch.tensor([[0.2], [0.0], [4.0]]), torch.tensor([[0.0], [1.0], [0.0]])
+    adv, ret = P.gae(rew, val, next_val, done, gamma, lam)
+    d = rew + gamma * next_val - val  # TD errors
+    want = [d[0] + gamma * lam * d[1], d[1], d[2]]
+    assert torch.allclose(adv, torch.stack(want), atol=1e-6) and torch.allclose(ret, adv + val)
 
 
 def test_chunk_targets_stay_inside_episodes():
@@ -110,6 +172,7 @@ def test_cli_end_to_end(in_tmp, script, extra):
     assert os.path.exists(os.path.join(run, "model.pt"))
     rows = open(os.path.join(run, "metrics.csv")).read()
     assert "eval/return" in rows and "losses/policy" in rows
+    assert "nan" not in out.stdout and "nan" not in rows  # a run shows only what the env has (no success flag: none)
     if "regularize" not in extra:
         assert "losses/il" in rows and "losses/il_mse" in rows and "charts/rho" in rows and "charts/m" in rows
     else:  # no interleaving: no m(t) to log
@@ -131,7 +194,7 @@ def test_cli_bad_input_is_one_sentence(in_tmp, extra, message):
     assert message in out.stderr
 
 
-# ---- (2) separate optimizers; what the surgery guarantees after Adam ----
+# ---- separate optimizers; what the surgery guarantees after Adam ----
 def toy_rl_steps(step_fn, steps=30):
     """theta in R^8 under Adam; each step a fresh 'demo minibatch' L_IL = 0.5 ||theta - c||^2 and an RL loss w . theta
     that pushes along e_0. Returns g_IL . delta (delta = the change Adam applied) for every step."""
@@ -149,7 +212,7 @@ def toy_rl_steps(step_fn, steps=30):
 
 
 def pcgrad_then_adam(l_rl, l_il, params, opt):
-    """Surgery on the raw gradients only (the pre-fix code): PCGrad, then Adam's step as it comes."""
+    """Surgery on the raw gradients only: PCGrad, then Adam's step as it comes (no projection of the applied step)."""
     g, _ = P.project_conflicting(P.flat_grad(l_rl, params), P.flat_grad(l_il, params))
     params[0].grad = g.clone()
     opt.step()
@@ -165,6 +228,30 @@ def test_projected_rl_step_never_raises_il_loss_to_first_order():
     assert (toy_rl_steps(pcgrad_then_adam) > 1e-3).sum() >= 10  # the control: raw-gradient PCGrad breaks it
 
 
+def test_no_project_step_is_pcgrad_then_adam():
+    """--no-project-step turns off (3) alone: rl_step then takes exactly the steps of PCGrad followed by a plain Adam
+    step, and many of them go uphill on L_IL to first order (what (3) removes)."""
+    off = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9, project_step=False))
+    assert np.allclose(off, toy_rl_steps(pcgrad_then_adam)) and (off > 1e-3).sum() >= 10
+    with pytest.raises(SystemExit, match="--no-project-step acts on the surgery only"):
+        P.Args(project_step=False, il_mode="none")
+
+
+def test_main_passes_project_step(tmp_path, monkeypatch):
+    """main() hands --project-step / --no-project-step to every RL step of the surgery."""
+    seen, rl_step = [], P.rl_step
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(P, "rl_step", lambda *a: seen.append(a[5]) or rl_step(*a))
+    threads = torch.get_num_threads()
+    for flag in ("--project-step", "--no-project-step"):
+        monkeypatch.setattr(sys, "argv", ["inril_pcgrad", *TINY, "--total-timesteps", "64", flag])
+        try:
+            assert P.main() == 0
+        finally:
+            torch.set_num_threads(threads)
+    assert seen == [True] * 4 + [False] * 4
+
+
 def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
     obs, act = demo_tensors(256)
     torch.manual_seed(0)
@@ -174,7 +261,7 @@ def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
     for i in range(6):
         a = act[:128] + 0.3 * torch.randn(128, 3)
         logp = pol.dist(obs[:128]).log_prob(a).sum(-1)
-        l_rl, _ = P.ppo_loss(logp, logp.detach(), torch.randn(128), 0.2)
+        l_rl, _ = P.clipped_surrogate(logp, logp.detach(), torch.randn(128), 0.2)
         l_il = P.il_loss(pol, obs[128:], act[128:])
         g_il, before = P.flat_grad(l_il, params), torch.cat([p.detach().reshape(-1) for p in params])
         P.rl_step(l_rl, l_il, params, rl_opt, 0.5)
@@ -187,7 +274,7 @@ def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
         assert il_opt.state[params[-1]]["step"] == i + 1
 
 
-# ---- (3) rho convention, one EMA of rho per cycle in both files ----
+# ---- rho convention, one EMA of rho per cycle in both files ----
 def test_measure_rho_sign_convention():
     w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     l_il = ((w - 1) ** 2).sum()
@@ -207,7 +294,7 @@ def test_cycle_reads_as_the_update_rule_in_both_files(mod):
     assert [src.index(x) for x in lines] == sorted(src.index(x) for x in lines)
 
 
-# ---- (1) a real residual ----
+# ---- the residual ----
 def test_residual_defaults_follow_resip():
     a = R.Args()
     assert a.residual_log_std == -1.5 and a.residual_scale == 0.1 and a.residual_l2 == 0.01 and a.residual_l1 == 0.0
@@ -224,9 +311,28 @@ def test_residual_penalty_and_critic_input():
     obs, act = demo_tensors(16)
     critic = R.Critic(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3)
     assert critic(obs, act).shape == (16,) and not torch.equal(critic(obs, act), critic(obs, act + 1))
+    res = R.Residual(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3, -1.5)
+    torch.nn.init.normal_(res.r[-1].weight, std=0.1)  # the residual sees the base action too
+    assert not torch.allclose(res.mean(obs, act), res.mean(obs, act + 1))
 
 
-def test_combined_logp_is_the_residual_density_in_action_units():
+def test_residual_rl_loss_is_ppo_plus_penalty():
+    """The residual's L_RL: PPO's clipped surrogate on the residual's own density of u, plus the penalty on its mean."""
+    torch.manual_seed(0)
+    obs, act = demo_tensors(64)
+    res = R.Residual(11, 3, obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3, -1.5)
+    with torch.no_grad():
+        res.r[-1].weight.normal_(0, 0.1)
+    mb = {"obs": obs, "a_base": act, "u": torch.randn(64, 3), "logp": torch.randn(64) - 3, "adv": torch.randn(64)}
+    l_rl, surrogate, _ = R.rl_loss(res, mb, 0.2, 0.0, 0.01)
+    assert torch.allclose(l_rl - surrogate, R.residual_penalty(res.mean(obs, act), 0.0, 0.01))
+    new_logp = res.dist(obs, act).log_prob(mb["u"]).sum(-1)
+    assert torch.allclose(surrogate, R.clipped_surrogate(new_logp, mb["logp"], mb["adv"], 0.2)[0])
+
+
+def test_combined_rl_loss_uses_the_residual_density_in_action_units():
+    """At the rollout's own policy the combined policy's density of the executed action equals the residual's density
+    of u, converted to action units (- act_dim * log(scale)): the ratio is 1, so the approximate KL is 0."""
     obs, _ = demo_tensors(32)
     m, s = obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3
     torch.manual_seed(0)
@@ -236,8 +342,8 @@ def test_combined_logp_is_the_residual_density_in_action_units():
         a_base = base(obs)
         d = res.dist(obs, a_base)
         u = d.sample()
-        want = d.log_prob(u).sum(-1) - 3 * np.log(0.1)
-        assert torch.allclose(R.combined_logp(base, res, obs, a_base + 0.1 * u, 0.1), want, atol=1e-4)
+        mb = {"obs": obs, "a_base": a_base, "u": u, "logp": d.log_prob(u).sum(-1), "adv": torch.randn(32)}
+        assert R.combined_rl_loss(base, res, mb, 0.1, 0.2)[1].item() == pytest.approx(0.0, abs=1e-5)
 
 
 # ---- the regime: sparse success reward, few demos ----
@@ -256,7 +362,7 @@ class OneStepSuccess(gym.Env):
 
 @pytest.mark.parametrize("mod", [P, R])
 def test_success_reward_and_first_episodes(mod):
-    env = mod.SuccessReward(OneStepSuccess())
+    env = mod.TrainEnv(OneStepSuccess(), 1, sparse=True)
     env.reset()
     assert [env.step(np.zeros(1))[1] for _ in range(3)] == [0.0, 0.0, 1.0]
     demos = {"actions": np.arange(6, dtype=np.float32)[:, None],
@@ -269,8 +375,7 @@ def test_success_reward_and_first_episodes(mod):
 
 
 def test_compiled_losses_equal_eager_in_both_files():
-    """--compile wraps the same loss functions: values and gradients match eager; the residual loss is PPO's clip on
-    the residual's density plus the penalty on its mean."""
+    """--compile wraps the same loss functions: values and gradients match eager."""
     torch.manual_seed(0)
     obs, act = demo_tensors(64)
     m, s = obs.mean(0).numpy(), obs.std(0).numpy() + 1e-3
@@ -280,14 +385,9 @@ def test_compiled_losses_equal_eager_in_both_files():
     with torch.no_grad():
         res.r[-1].weight.normal_(0, 0.1)
     u = torch.randn(64, 3)
-    cases = [(P.value_loss, pcritic, (pcritic, obs, ret)), (P.policy_loss, pol, (pol, obs, act, old, adv, 0.2)),
-             (R.value_loss, rcritic, (rcritic, obs, act, ret)),
-             (R.residual_loss, res, (res, obs, act, u, old, adv, 0.2, 0.0, 0.01))]
-    l_rl, pg, _ = R.residual_loss(*cases[3][2])
-    r_mean = res.mean(obs, act)
-    assert torch.allclose(l_rl - pg, R.residual_penalty(r_mean, 0.0, 0.01))
-    new_logp = res.dist(obs, act).log_prob(u).sum(-1)
-    assert torch.allclose(pg, R.ppo_loss(new_logp, old, adv, 0.2)[0])
+    mb = {"obs": obs, "act": act, "a_base": act, "u": u, "logp": old, "adv": adv, "ret": ret}
+    cases = [(P.value_loss, pcritic, (pcritic, mb)), (P.rl_loss, pol, (pol, mb, 0.2)),
+             (R.value_loss, rcritic, (rcritic, mb)), (R.rl_loss, res, (res, mb, 0.2, 0.0, 0.01))]
     torch._dynamo.reset()
     for fn, net, inputs in cases:
         outs = []
@@ -300,3 +400,126 @@ def test_compiled_losses_equal_eager_in_both_files():
         assert len(outs[0]) == len(outs[1]) > 1
         for a, b in zip(*outs):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), fn.__name__
+
+
+# ---- main() itself, on a tiny budget, with every RL and IL step recorded ----
+TINY = ["--total-timesteps", "96", "--num-envs", "1", "--num-steps", "32", "--bc-steps", "2", "--eval-every", "1000000",
+        "--eval-episodes", "1", "--critic-warmup-iters", "1", "--update-epochs", "1", "--num-minibatches", "4",
+        "--m", "2", "--dynamic-m", "--target-kl", "1e9", "--actor-lr", "3e-4", "--il-lr", "1e-4"]  # 3 rollouts, 1 value-only
+
+
+@pytest.fixture(scope="module", params=[P, R], ids=["pcgrad", "residual"])
+def tiny_run(request, tmp_path_factory):
+    """Run main() of one file in this process and record, in order: every rl_step / il_step call (its optimizer and
+    which networks it changed), every rho measured, and (residual file) each rollout step's base action, u and the
+    actions the envs executed. Returns (module, record, metrics rows)."""
+    mod, rec = request.param, {"steps": [], "rho": [], "sampled": [], "executed": []}
+    nets = {}
+    flat = lambda net: torch.cat([p.detach().reshape(-1).clone() for p in net.parameters()])
+
+    def recorded(kind, fn):
+        def step(*a, **k):
+            before = {name: flat(net) for name, net in nets.items()}
+            out = fn(*a, **k)
+            changed = sorted(name for name, net in nets.items() if not torch.equal(before[name], flat(net)))
+            opt = next(x for x in a if isinstance(x, torch.optim.Optimizer))
+            rec["steps"].append((kind, opt, changed))
+            return out
+        return step
+
+    def keep(name, cls):
+        init = cls.__init__
+
+        def __init__(self, *a, **k):
+            init(self, *a, **k)
+            nets[name] = self
+        return __init__
+
+    def measure_rho(*a):
+        rec["rho"].append(mod_measure_rho(*a))
+        return rec["rho"][-1]
+
+    mod_measure_rho, threads = mod.measure_rho, torch.get_num_threads()
+    folder = tmp_path_factory.mktemp(mod.__name__)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr(sys, "argv", [mod.__name__, *TINY])
+        mp.setattr(mod, "rl_step", recorded("RL", mod.rl_step))
+        mp.setattr(mod, "il_step", recorded("IL", mod.il_step))
+        mp.setattr(mod, "measure_rho", measure_rho)
+        for name in ("Policy", "BasePolicy", "Residual"):
+            if hasattr(mod, name):
+                mp.setattr(getattr(mod, name), "__init__", keep(name, getattr(mod, name)))
+        if mod is R:
+            dist, env_step = R.Residual.dist, R.TrainEnv.step
+
+            def rollout_dist(self, obs, a_base):
+                d = dist(self, obs, a_base)
+                if not torch.is_grad_enabled():  # the rollout: keep what it samples
+                    sample = d.sample
+                    d.sample = lambda: rec["sampled"].append((a_base.clone(), sample())) or rec["sampled"][-1][1]
+                return d
+
+            mp.setattr(R.Residual, "dist", rollout_dist)
+            mp.setattr(R.TrainEnv, "step", lambda self, action: rec["executed"].append(np.array(action)) or
+                       env_step(self, action))
+        try:
+            assert mod.main() == 0
+        finally:
+            torch.set_num_threads(threads)
+    rows = list(csv.DictReader(open(glob.glob(str(folder / "runs" / "*" / "metrics.csv"))[0])))
+    return mod, rec, rows
+
+
+def test_main_one_il_step_after_every_m_rl_steps(tiny_run):
+    """3 rollouts, the first value-only, 4 minibatches each: 8 RL steps, and an IL step after every m(t)-th, m(t) from
+    the rhos measured so far (m = 2, m_min 2): the paper's rule RL RL IL RL RL IL ..., counted over the whole run."""
+    mod, rec, _ = tiny_run
+    kinds = [kind for kind, _, _ in rec["steps"]]
+    want, since, m_t, rho_bar, rhos = [], 0, 2, 0.0, iter(rec["rho"] + [0.0] * 8)  # (padded: fails on the compare)
+    for _ in range(8):
+        want.append("RL")
+        since += 1
+        if since >= m_t:
+            want.append("IL")
+            since, rho_bar = 0, 0.9 * rho_bar + 0.1 * next(rhos)
+            m_t = mod.dynamic_m(2, rho_bar, 2, 30)
+    assert kinds == want and kinds.count("IL") >= 2
+
+
+def test_main_il_and_rl_have_own_optimizers_and_networks(tiny_run):
+    """Every RL step goes through one Adam (lr alpha_RL = --actor-lr), every IL step through another (--il-lr); in the
+    residual file the RL steps change only the residual and the IL steps only the base."""
+    mod, rec, _ = tiny_run
+    rl = {id(opt): opt for kind, opt, _ in rec["steps"] if kind == "RL"}
+    il = {id(opt): opt for kind, opt, _ in rec["steps"] if kind == "IL"}
+    assert len(rl) == len(il) == 1 and rl.keys() != il.keys()
+    assert [o.defaults["lr"] for o in rl.values()] == [3e-4] and [o.defaults["lr"] for o in il.values()] == [1e-4]
+    changed = {kind: {tuple(c) for k, _, c in rec["steps"] if k == kind} for kind in ("RL", "IL")}
+    if mod is R:
+        assert changed == {"RL": {("Residual",)}, "IL": {("BasePolicy",)}}
+    else:
+        assert changed == {"RL": {("Policy",)}, "IL": {("Policy",)}}
+
+
+def test_main_rho_bar_is_the_ema_of_rho_and_sets_m(tiny_run):
+    """charts/rho_bar after each update is the EMA (0.9, 0.1) of every rho measured so far; charts/m is dynamic_m of it."""
+    mod, rec, rows = tiny_run
+    logged_bar = [float(r["value"]) for r in rows if r["key"] == "charts/rho_bar"]
+    logged_m = [float(r["value"]) for r in rows if r["key"] == "charts/m"][1:]  # after the value-only rollout: m
+    rho_bar, bars = 0.0, []
+    for rho in rec["rho"]:
+        rho_bar = 0.9 * rho_bar + 0.1 * rho
+        bars.append(rho_bar)
+    # |rho_bar| <= 1 - 0.9^4 < 0.37 here, so m(t) stays 2: two IL steps (two rhos) in each of the two updates
+    assert len(rec["rho"]) == 4 and logged_bar == pytest.approx([bars[1], bars[3]], rel=1e-6)
+    assert logged_m == [mod.dynamic_m(2, b, 2, 30) for b in (bars[1], bars[3])]
+
+
+@pytest.mark.parametrize("tiny_run", [R], ids=["residual"], indirect=True)
+def test_main_residual_executes_base_plus_scaled_u(tiny_run):
+    """The action each env executes is a_base + scale * u, u sampled from the residual (scale 0.1)."""
+    _, rec, _ = tiny_run
+    assert len(rec["sampled"]) == len(rec["executed"]) == 96
+    for (a_base, u), executed in zip(rec["sampled"], rec["executed"]):
+        assert np.allclose(executed, (a_base + 0.1 * u)[0].numpy(), atol=1e-6)
