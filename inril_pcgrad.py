@@ -494,9 +494,8 @@ DEMO_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 
 def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     """Demonstrations as float32 arrays with D4RL/Minari keys, from a .npz (data/make_data.py writes them) or
-    `minari:<dataset-id>` (a local Minari dataset). Checked once, vectorised, against `env` before any training:
-    every key present, numeric, finite, of one length > 0, shapes and action bounds of `env`, episode ends marked;
-    anything else ends the run with one sentence that names the file, what is wrong and what to do."""
+    `minari:<dataset-id>` (a local Minari dataset), checked against `env` before any training by the table of checks
+    below; the first that fails ends the run with one sentence that names the file, what is wrong and what to do."""
     if path.startswith("minari:"):
         try:
             import minari
@@ -522,20 +521,19 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
                 if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
                     raise ValueError("it is not a zip archive")
             with np.load(path, allow_pickle=False) as f:
-                if missing := [k for k in DEMO_KEYS if k not in f.files]:
-                    raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
-                                     f"{', '.join(f.files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as "
-                                     "data/make_data.py writes them.")
-                d = {k: f[k] for k in DEMO_KEYS}
+                d = {k: f[k] for k in DEMO_KEYS if k in f.files}
+                files = f.files
         except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as e:
-            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with "
-                             "`python data/make_data.py` or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".") from None
-    for k in d:
-        try:
-            d[k] = np.asarray(d[k], np.float32)
-        except (TypeError, ValueError):
-            raise SystemExit(f"Demo file {path} holds {k} of dtype {np.asarray(d[k]).dtype}, not numbers: store every "
-                             "key as a number array.") from None
+            raise SystemExit(f"Demo file {path} is not a readable .npz ({e}): make it with `python data/make_data.py`"
+                             " or np.savez with the keys " + ", ".join(DEMO_KEYS) + ".") from None
+        if missing := [k for k in DEMO_KEYS if k not in d]:
+            raise SystemExit(f"Demo file {path} lacks the key(s) {', '.join(missing)} (it has "
+                             f"{', '.join(files) or 'none'}): it needs {', '.join(DEMO_KEYS)}, as data/make_data.py "
+                             "writes them.")
+    if bad := [k for k, v in d.items() if np.asarray(v).dtype.kind not in "biuf"]:
+        raise SystemExit(f"Demo file {path} holds {bad[0]} of dtype {np.asarray(d[bad[0]]).dtype}, not numbers: store "
+                         "every key as a number array.")
+    d = {k: np.asarray(v, np.float32) for k, v in d.items()}
     if empty := [k for k, v in d.items() if v.size == 0]:
         raise SystemExit(f"Demo file {path} holds no transitions ({', '.join(empty)} empty): pass a file with at "
                          "least one episode.")
@@ -544,31 +542,30 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
     if len({len(v) for v in d.values()}) > 1:
         raise SystemExit(f"Demo file {path} holds keys of different lengths (" + ", ".join(
             f"{k} {len(v)}" for k, v in d.items()) + "): every key needs one row per transition; remake the file.")
-    want_obs, want_act = env.observation_space.shape, env.action_space.shape
-    if (d["observations"].shape[1:] != want_obs or d["next_observations"].shape[1:] != want_obs
-            or d["actions"].shape[1:] != want_act):
+    space, n, obs_shape = env.action_space, len(d["actions"]), env.observation_space.shape
+    if d["observations"].shape[1:] != obs_shape or d["next_observations"].shape[1:] != obs_shape or \
+            d["actions"].shape[1:] != space.shape:
         raise SystemExit(f"Demo file {path} holds observations of shape {d['observations'].shape[1:]} and actions of "
-                         f"shape {d['actions'].shape[1:]}, but the env has {want_obs} and {want_act}: "
+                         f"shape {d['actions'].shape[1:]}, but the env has {obs_shape} and {space.shape}: "
                          "pass --demo-path made for this env.")
-    for k, v in d.items():
-        if not (ok := np.isfinite(v).reshape(len(v), -1).all(1)).all():
-            raise SystemExit(f"Demo file {path} holds a non-finite value in {k} at row {int(np.argmin(ok))} "
-                             f"({int((~ok).sum())} of {len(v)} rows): drop or fix those rows before training.")
-    if isinstance(env.action_space, gym.spaces.Box):
-        low, high, tol = env.action_space.low, env.action_space.high, 1e-3
-        if not (ok := ((d["actions"] >= low - tol) & (d["actions"] <= high + tol)).all(1)).all():
-            i = int(np.argmin(ok))
-            raise SystemExit(f"Demo file {path} holds actions outside the env's bounds [{low.min()}, {high.max()}] "
-                             f"(first at row {i}: {np.round(d['actions'][i], 3).tolist()}): the demos are for another "
-                             "env or action scale; rescale them to the env's action space.")
-    for k in ("terminations", "truncations"):
-        if not np.isin(d[k], (0.0, 1.0)).all():
-            raise SystemExit(f"Demo file {path} holds {k} other than 0 and 1 (row "
-                             f"{int(np.argmin(np.isin(d[k], (0.0, 1.0))))}): mark episode ends with 0/1 flags.")
-    if not (d["terminations"] + d["truncations"]).any():
-        raise SystemExit(f"Demo file {path} marks no episode end (terminations and truncations are all 0), so its "
-                         "episodes cannot be told apart: set terminations or truncations to 1 at each episode's last "
-                         "step.")
+    low, high = (space.low, space.high) if isinstance(space, gym.spaces.Box) else (-np.inf, np.inf)
+    checks = [  # (True at each bad row, what is wrong at the first one and what to do); in order, the first fails
+        *[(~np.isfinite(v.reshape(n, -1)).all(1), f"holds a non-finite value in {k} at row {{row}} ({{count}} of {n} "
+           "rows): drop or fix those rows before training.") for k, v in d.items()],
+        (~((d["actions"] >= low - 1e-3) & (d["actions"] <= high + 1e-3)).all(1), "holds actions outside the env's "
+         f"bounds [{np.min(low)}, {np.max(high)}] (first at row {{row}}: {{action}}): the demos are for another env or "
+         "action scale; rescale them to the env's action space."),
+        *[(~np.isin(d[k], (0.0, 1.0)), f"holds {k} other than 0 and 1 (row {{row}}): mark episode ends with 0/1 flags.")
+          for k in ("terminations", "truncations")],
+        (np.array([not (d["terminations"] + d["truncations"]).any()]), "marks no episode end (terminations and "
+         "truncations are all 0), so its episodes cannot be told apart: set terminations or truncations to 1 at each "
+         "episode's last step."),
+    ]
+    for bad, sentence in checks:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise SystemExit(f"Demo file {path} " + sentence.format(row=row, count=int(bad.sum()),
+                                                                     action=np.round(d["actions"][row], 3).tolist()))
     return d
 # ---- end shared ----
 
@@ -653,8 +650,8 @@ class Logger:
         self.writer.close()
         self.file.close()
         if self.interrupted:
-            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the TensorBoard "
-                  f"file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
+            print(f"Interrupted at step {self.step}: model.pt (marked \"interrupted\"), metrics.csv and the "
+                  f"TensorBoard file are in {self.dir}; exit code {self.exit_code}.", file=sys.stderr)
         self.restore_signals()
 
     def finish(self, model_state: dict) -> int:
@@ -663,7 +660,8 @@ class Logger:
         path = os.path.join(self.dir, "model.pt")
         torch.save({**model_state, "args": self.args, "interrupted": self.interrupted, "step": self.step}, path)
         self.close()
-        print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} (TensorBoard: tensorboard --logdir runs)")
+        print(f"model: {path}; metrics: {os.path.join(self.dir, 'metrics.csv')} "
+              "(TensorBoard: tensorboard --logdir runs)")
         return self.exit_code
 # ---- end shared ----
 

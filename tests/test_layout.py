@@ -23,7 +23,8 @@ def source(algo):
 def test_docstring_map_names_exist(algo):
     text = source(algo)
     tree = ast.parse(text)
-    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+        t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     named = [name for line in ast.get_docstring(tree).splitlines() if "->" in line
              for name in re.findall(r"([A-Za-z_][\w.]*)\(\)", line.rsplit("->", 1)[1])]
     assert named, f"{algo}.py's docstring has no equations -> code map"

@@ -460,7 +460,18 @@ INRIL = [
 ]
 
 
-MUTANTS = RLPD + RLIF + CONRFT + ASAP + IRE_VLA + GRAPE + INRIL
+# ---- every file: the layout and the docstring's map (tests/test_layout.py) ----
+LAYOUT = [
+    M("rlpd.py", "map-points-nowhere", "every '-> name()' of the docstring map is defined in the file",
+      "def subset_min_target(", "def subset_min_target_renamed(",
+      ("tests/test_layout.py::test_docstring_map_names_exist[rlpd]",)),
+    M("conrft.py", "no-shared-banner", "one banner, then the shared blocks, then the fidelity table",
+      "# ==== shared helpers: identical in every file (see template.py) ====", "# shared helpers",
+      ("tests/test_layout.py::test_layout_method_first_then_banner_shared_blocks_fidelity_table[conrft]",)),
+]
+
+
+MUTANTS = LAYOUT + RLPD + RLIF + CONRFT + ASAP + IRE_VLA + GRAPE + INRIL
 
 
 def copy_repo(dest):
