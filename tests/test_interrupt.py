@@ -1,4 +1,4 @@
-"""SIGINT / SIGTERM during a run (issue 15): every algorithm file stops at its next safe point, saves model.pt
+"""SIGINT / SIGTERM during a run: every algorithm file stops at its next safe point, saves model.pt
 marked interrupted, keeps metrics.csv and the TensorBoard file, says where everything is and exits with 128 + the
 signal number, without a traceback. One real CLI run gets SIGINT in a subprocess; to stay cheap, every file's main()
 also runs in this process, where a thread sends the signal once the Logger (and so its handlers) exists. Every budget

@@ -103,7 +103,7 @@ def test_logger_writes_csv_and_stops_on_nan(in_tmp):
     assert rows[0] == "step,key,value" and rows[1] == "1,losses/bc,0.5"
 
 
-# ---- bad demo files end in one sentence at load (issue 15); files are made in tmp_path ----
+# ---- bad demo files end in one sentence at load; files are made in tmp_path ----
 def hopper_demos(n=10, **change):
     rng = np.random.default_rng(0)
     d = {"observations": rng.normal(size=(n, 11)), "actions": rng.uniform(-1, 1, (n, 3)), "rewards": rng.normal(size=n),

@@ -2,7 +2,7 @@
 consistency_loss) on pick-place-v3 with the same 20 demos, evaluation and seeds as bc_reference.py, for trunks:
   tanh-sin: conrft.py as it is (the official Dense-LayerNorm-tanh trunk, sinusoidal embedding of 250 log k);
   mish-lin: the pre-fix trunk (Mish) with a LayerNorm after each hidden layer, and the pre-fix learned linear time
-            input of 0.25 log k (the network of issue 12's measurement);
+            input of 0.25 log k (the network of the earlier measurement);
   tanh-lin, mish-sin: the two mixtures.
 
     python benchmarks/conrft/bc_trunk_ablation.py --variants mish-lin tanh-lin mish-sin --seeds 1 2 3

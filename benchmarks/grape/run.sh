@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GRAPE lite benchmark (issue 17): from one SFT start per seed, K iterations of sampling, ranking, pairing and a
+# GRAPE lite benchmark: from one SFT start per seed, K iterations of sampling, ranking, pairing and a
 # preference update, three ways: grape (GCPG ranking, whole-trajectory TPO), tpo-success (success-only ranking:
 # lambda_self = lambda_ext = 0), step-dpo (GCPG ranking, one preference per step: --tpo-window 1). The SFT start is
 # the same for the three variants of a seed (iteration 0). Success on the training and held-out tasks after every

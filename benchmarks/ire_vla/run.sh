@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# iRe-VLA lite benchmark as run for issue 14: {ire-vla, plain-rl, freeze} x seeds 1 2 3, 2 iterations (stage 0 SFT,
+# iRe-VLA lite benchmark: {ire-vla, plain-rl, freeze} x seeds 1 2 3, 2 iterations (stage 0 SFT,
 # then RL / SFT twice), 60k RL env steps per RL stage, 10 evaluation episodes per task per stage, JOBS runs at a time
 # (one torch thread each). Jobs go through $SLOT (a CPU-slot wrapper) if set; then summarize.py.
 set -euo pipefail
