@@ -3,7 +3,7 @@
 Paper: Chen et al., "ConRFT: A Reinforced Fine-tuning Method for VLA Models via Consistency Policy", RSS 2025,
 arXiv 2502.05450; official code cccedric/conrft (JAX, built on cccedric/cpql), read for the defaults, not copied.
 A state MLP replaces the VLA backbone (the method is the same on its action head). After the shared helpers at the
-end of the file: the SAC baseline, then the fidelity table.
+end of the file: the SAC baseline, the file's plumbing (buffer, expert, checkpoints), then the fidelity table.
 
 Equations -> code
     Consistency policy (Sec. IV-A): pi_psi(a|s) = f_psi(a^k, k | s), a^k ~ N(0, k^2 I), on the Karras noise levels
@@ -254,17 +254,6 @@ def policy_loss(policy, critic, obs, act, sigmas, args, beta, eta):
 
 
 # ---- data, interventions and the learner's helpers ----
-def first_episodes(demos, n, only_success):
-    """The first n episodes (the first n successful ones when `only_success`) and how many were found."""
-    ends = np.where(np.logical_or(demos["terminations"], demos["truncations"]))[0]
-    keep = [np.arange(start, e + 1) for start, e in zip(np.r_[0, ends[:-1] + 1], ends)
-            if not only_success or demos["terminations"][e] > 0][:n]
-    if not keep:
-        raise SystemExit("The demo file holds no " + ("successful " if only_success else "")
-                         + "episode: pass --demo-path with demonstrations for this task.")
-    return {key: v[np.concatenate(keep)] for key, v in demos.items()}, len(keep)
-
-
 def mc_returns(rewards, ends, gamma):
     """Discounted return-to-go within each episode (episodes end where `ends` is 1): V^mu of the data."""
     out, g = np.zeros_like(rewards), 0.0
@@ -292,41 +281,11 @@ def demo_rows(demos, sparse, args):
             "mc_returns": mc_returns(rewards, ends, args.gamma)}
 
 
-class Buffer:
-    def __init__(self, obs_dim, act_dim, capacity):
-        shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (), "next_observations": (obs_dim,),
-                  "masks": (), "mc_returns": ()}
-        self.d = {key: np.zeros((capacity,) + s, np.float32) for key, s in shapes.items()}
-        self.size, self.capacity = 0, capacity
-
-    def add_many(self, rows):
-        n = len(rows["rewards"])
-        i = np.arange(self.size, self.size + n) % self.capacity
-        for key in self.d:
-            self.d[key][i] = rows[key]
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, n, rng):
-        idx = rng.integers(0, self.size, n)
-        return {key: torch.as_tensor(v[idx]) for key, v in self.d.items()}
-
-
 def mixed_batch(demo_buf, online_buf, batch_size, rng):
     """Stage II's batch: half demo (and intervention) data, half online data."""
     half = batch_size // 2
     d, o = demo_buf.sample(half, rng), online_buf.sample(batch_size - half, rng)
     return {key: torch.cat([d[key], o[key]]) for key in d}
-
-
-def make_expert(env_id, data_dir):
-    """The intervening expert, obs -> action: MetaWorld's scripted policy for the task, or a shipped expert policy."""
-    if not env_id.startswith("metaworld/"):
-        return load_policy(os.path.join(data_dir, f"{env_id}-expert-policy.npz"))
-    import metaworld.policies as P
-
-    name = "Sawyer" + "".join(w.capitalize() for w in env_id.split("/", 1)[1][:-3].split("-")) + "V3Policy"
-    scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
-    return lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
 
 
 def step_decision(obs, t, act, expert, takeover_left, rng, args):
@@ -362,17 +321,6 @@ def gradient_step(opt, loss):
     opt.zero_grad()
     loss.backward()
     opt.step()
-
-
-def load_stage_one(path, nets, algo):
-    """--stage-one: the parameters of a Stage I checkpoint into `nets` ({"policy": ..., ...}), or one sentence."""
-    try:
-        ckpt = torch.load(path, weights_only=False)
-        for key, net in nets.items():
-            net.load_state_dict(ckpt[key])
-    except (OSError, KeyError, RuntimeError, EOFError) as e:
-        raise SystemExit(f"--stage-one {path}: not a model.pt of conrft.py with --algo {algo} and these network "
-                         f"sizes ({type(e).__name__}): pass one that is.") from None
 
 
 def main():
@@ -795,6 +743,59 @@ class SACBaseline:
         gradient_step(self.temp_opt, t_loss)
         return {"losses/policy": a_loss.detach(), "losses/temperature": t_loss.detach(),
                 "charts/alpha": self.log_alpha.exp().detach()}
+
+
+# ==== this file's plumbing: demo episodes, the buffer, the intervening expert, Stage I checkpoints ====
+def first_episodes(demos, n, only_success):
+    """The first n episodes (the first n successful ones when `only_success`) and how many were found."""
+    ends = np.where(np.logical_or(demos["terminations"], demos["truncations"]))[0]
+    keep = [np.arange(start, e + 1) for start, e in zip(np.r_[0, ends[:-1] + 1], ends)
+            if not only_success or demos["terminations"][e] > 0][:n]
+    if not keep:
+        raise SystemExit("The demo file holds no " + ("successful " if only_success else "")
+                         + "episode: pass --demo-path with demonstrations for this task.")
+    return {key: v[np.concatenate(keep)] for key, v in demos.items()}, len(keep)
+
+
+class Buffer:
+    def __init__(self, obs_dim, act_dim, capacity):
+        shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (), "next_observations": (obs_dim,),
+                  "masks": (), "mc_returns": ()}
+        self.d = {key: np.zeros((capacity,) + s, np.float32) for key, s in shapes.items()}
+        self.size, self.capacity = 0, capacity
+
+    def add_many(self, rows):
+        n = len(rows["rewards"])
+        i = np.arange(self.size, self.size + n) % self.capacity
+        for key in self.d:
+            self.d[key][i] = rows[key]
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n, rng):
+        idx = rng.integers(0, self.size, n)
+        return {key: torch.as_tensor(v[idx]) for key, v in self.d.items()}
+
+
+def make_expert(env_id, data_dir):
+    """The intervening expert, obs -> action: MetaWorld's scripted policy for the task, or a shipped expert policy."""
+    if not env_id.startswith("metaworld/"):
+        return load_policy(os.path.join(data_dir, f"{env_id}-expert-policy.npz"))
+    import metaworld.policies as P
+
+    name = "Sawyer" + "".join(w.capitalize() for w in env_id.split("/", 1)[1][:-3].split("-")) + "V3Policy"
+    scripted = getattr(P, name.replace("PegInsertSide", "PegInsertionSide"))()
+    return lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
+
+
+def load_stage_one(path, nets, algo):
+    """--stage-one: the parameters of a Stage I checkpoint into `nets` ({"policy": ..., ...}), or one sentence."""
+    try:
+        ckpt = torch.load(path, weights_only=False)
+        for key, net in nets.items():
+            net.load_state_dict(ckpt[key])
+    except (OSError, KeyError, RuntimeError, EOFError) as e:
+        raise SystemExit(f"--stage-one {path}: not a model.pt of conrft.py with --algo {algo} and these network "
+                         f"sizes ({type(e).__name__}): pass one that is.") from None
 
 
 # Fidelity to the official code (cccedric/conrft). Sources: launcher = serl_launcher/serl_launcher/utils/launcher.py,
