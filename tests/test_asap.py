@@ -38,6 +38,42 @@ def test_real_env_passes_the_checker_and_differs():
     assert np.allclose(real.queue[0], 1.0)  # the action waits one step
 
 
+def test_unmodelled_actuator_gaps_pass_the_checker_and_act_as_documented():
+    """Dead zone 0.3 + saturation 0.5: the real next state is the plain sim's after u = clip(sign(a) max(|a| - 0.3, 0),
+    +-0.5), not after a. Low-pass 0.5: the sim is driven by applied_t = 0.5 applied_{t-1} + 0.5 a_t, from 0 at reset."""
+    for kw in ({"dead_zone": 0.3, "saturation": 0.5}, {"lowpass": 0.5}, {"dead_zone": 0.2, "lowpass": 0.6}):
+        check_env(A.PhysicsGap(gym.make("Hopper-v4").unwrapped, **kw), skip_render_check=True)
+    f32 = lambda x: np.array(x, np.float32)  # noqa: E731
+    real, plain, raw = A.PhysicsGap(gym.make("Hopper-v4"), dead_zone=0.3, saturation=0.5), gym.make("Hopper-v4"), \
+        gym.make("Hopper-v4")
+    for env in (real, plain, raw):
+        env.reset(seed=0)
+    for a, u in (([0.2, -0.25, 0.0], [0.0, 0.0, 0.0]), ([0.6, -0.7, 1.0], [0.3, -0.4, 0.5])):
+        obs = real.step(f32(a))[0]
+        assert np.allclose(obs, plain.step(f32(u))[0], atol=1e-6, rtol=0)
+        assert not np.allclose(obs, raw.step(f32(a))[0], atol=1e-3, rtol=0)
+    lag, plain = A.PhysicsGap(gym.make("Hopper-v4"), lowpass=0.5), gym.make("Hopper-v4")
+    for _ in range(2):  # the filter restarts from 0 at every reset
+        lag.reset(seed=0)
+        plain.reset(seed=0)
+        applied = np.zeros(3)
+        for a in ([0.8, -0.8, 0.4], [0.0, 0.6, -1.0], [1.0, 1.0, 1.0]):
+            applied = 0.5 * applied + 0.5 * f32(a)
+            assert np.allclose(lag.step(f32(a))[0], plain.step(f32(applied))[0], atol=1e-6, rtol=0)
+
+
+def test_gap_flags_reach_the_real_env_and_bad_values_end_in_one_sentence(in_tmp, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["asap_delta.py", "--method", "direct", "--eval-episodes", "1", "--dead-zone",
+                                      "0.2", "--saturation", "0.7", "--action-lowpass", "0.5"])
+    assert A.main() == 0
+    real = gym.make("asap/Hopper-v4-real")
+    assert [real.get_wrapper_attr(k) for k in ("dead_zone", "saturation", "lowpass")] == [0.2, 0.7, 0.5]
+    for bad in ({"dead_zone": 1.0}, {"dead_zone": -0.1}, {"saturation": 0.0}, {"saturation": 1.5},
+                {"action_lowpass": 1.0}):
+        with pytest.raises(SystemExit, match="must lie in"):
+            A.check_args(A.Args(**bad))
+
+
 def test_reset_to_state_replays_a_real_transition_exactly_when_physics_match():
     act = load_policy(POLICY)
     same = A.PhysicsGap(gym.make("Hopper-v4"))  # "real" with unchanged physics

@@ -218,6 +218,8 @@ CONRFT = [
 # ---- asap_delta.py ----
 ASAP_T = "tests/test_asap.py::"
 ASAP_MAIN = ASAP_T + "test_main_fine_tunes_in_the_sim_its_method_builds"
+ASAP_GAP = ASAP_T + "test_unmodelled_actuator_gaps_pass_the_checker_and_act_as_documented"
+ASAP_FLAGS = ASAP_T + "test_gap_flags_reach_the_real_env_and_bad_values_end_in_one_sentence"
 ASAP = [
     M("asap_delta.py", "finetune-in-plain-sim", "fine-tuning: the policy trains in the sim with the frozen delta",
       'sim_id = register_env("aligned", args.env_id, lambda env: AlignedSim(env, delta_model))',
@@ -266,6 +268,20 @@ ASAP = [
     M("asap_delta.py", "sysid-worst-scale", "SysID baseline: the scales with the least tracking error",
       "scales = trials[int(np.argmin(errs))]", "scales = trials[int(np.argmax(errs))]",
       (ASAP_T + "test_sysid_search_picks_the_scale_with_the_least_error",)),
+    M("asap_delta.py", "real-no-dead-zone", "real, NOT official: actuator dead zone (PhysicsGap)",
+      "np.maximum(np.abs(a) - self.dead_zone, 0)", "np.abs(a)", (ASAP_GAP,)),
+    M("asap_delta.py", "real-no-saturation", "real, NOT official: actuator saturation (PhysicsGap)",
+      "-self.saturation, self.saturation)", "-1.0, 1.0)", (ASAP_GAP,)),
+    M("asap_delta.py", "real-no-lowpass", "real, NOT official: first-order low-pass filter on actions (PhysicsGap)",
+      "self.applied = self.lowpass * self.applied + (1 - self.lowpass) * u", "self.applied = u", (ASAP_GAP,)),
+    M("asap_delta.py", "real-lowpass-kept-over-reset", "real, NOT official: the filter starts from 0 at every reset",
+      "self.applied = np.zeros(self.action_space.shape)", 'self.applied = getattr(self, "applied", np.zeros(3))',
+      (ASAP_GAP,)),
+    M("asap_delta.py", "real-gap-flags-unused", "real: --dead-zone, --saturation, --action-lowpass build the real env",
+      "args.dead_zone, args.saturation,\n        args.action_lowpass))", "0.0, 1.0,\n        0.0))", (ASAP_FLAGS,)),
+    M("asap_delta.py", "gap-flags-unchecked", "bad input ends in one sentence (check_args)",
+      "if not (0 <= args.dead_zone < 1 and 0 < args.saturation <= 1 and 0 <= args.action_lowpass < 1):",
+      "if False:", (ASAP_FLAGS,)),
 ]
 
 
