@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SEEDS=${SEEDS:-"1 2"}; STEPS=${STEPS:-300000}; JOBS=${JOBS:-2}
 # name scale action-std l2
-SETTINGS="resip,0.1,0.0223,0.01 s0.1_std0.1,0.1,0.1,0.01 s0.1_std0.5,0.1,0.5,0 s1_std0.1,1.0,0.1,0 s1_std0.3,1.0,0.3,0 s1_std0.5,1.0,0.5,0"
+SETTINGS=${SETTINGS:-"resip,0.1,0.0223,0.01 s0.1_std0.1,0.1,0.1,0.01 s0.1_std0.5,0.1,0.5,0 s1_std0.1,1.0,0.1,0 s1_std0.3,1.0,0.3,0 s1_std0.5,1.0,0.5,0"}
 jobs=()
 for seed in $SEEDS; do for s in $SETTINGS; do
   IFS=, read -r name scale std l2 <<< "$s"
