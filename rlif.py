@@ -200,8 +200,8 @@ def fit_qref(expert_act, env, episodes, steps, gamma, seed):
 
 def bc_loss(actor, obs, act, alpha=0.0):
     """DAgger family, the official BC (conservative_sac.py, bc=True): E[alpha log pi(a~|s) - log pi(act|s)], a~ ~ pi;
-    alpha is its alpha_multiplier, 0 in the scripts (NLL only); labels clipped to +-(1 - 1e-5) in tanh space."""
-    h, a = actor.trunk(obs), ((act - actor.center) / actor.scale).clamp(-1 + 1e-5, 1 - 1e-5)  # a: tanh(u) of act
+    alpha is its alpha_multiplier, 0 in the scripts (NLL only); labels clipped to +-0.999 (dagger_based_learner.py)."""
+    h, a = actor.trunk(obs), ((act - actor.center) / actor.scale).clamp(-0.999, 0.999)  # a: tanh(u) of act
     u_dist = torch.distributions.Normal(actor.mean(h), actor.log_std(h).clamp(-20, 2).exp())  # as in Actor.forward()
     logp = (u_dist.log_prob(torch.atanh(a)) - torch.log(actor.scale * (1 - a.pow(2)) + 1e-6)).sum(-1)  # log pi(act|s)
     return (alpha * actor(obs)[1].mean() if alpha else 0.0) - logp.mean()
@@ -780,17 +780,17 @@ def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
 #   learned to fall at once on Hopper; benchmarks/rlif/ (made when a fall was -100) compares penalty with drop |
 # | demos | D4RL expert episodes (50 Hopper, 10 Walker2d) for every intervener, one buffer, r = 0 (scripts) | the
 #   intervener's own 20 episodes (data/), one buffer, r = 0 (falls: the terminal label) | shipped data |
-# | networks, start, batch | actor and critics 3 x 256, E = 10, Z = 2, LayerNorm, backup_entropy False (config);
-#   start_training 0, batch 256 (train_rlif_main.py) | same | - |
+# | networks, batch | 3 x 256, E = 10, Z = 2, LayerNorm, no entropy backup; start_training 0, batch 256 | same | - |
 # | UTD | flag default 1; Walker2d script 1, Hopper 15, Pen 5 | 1 | the flag default |
 # | initialisation | RLIF's own MLP (model.py): xavier_uniform kernels, zero biases; the actor's mean and log-std heads
 #   orthogonal(sqrt 2) (default_init, models/distributions.py) | PyTorch's default (uniform +-1/sqrt(fan_in), biases
 #   too) | benchmarks/rlif/ ran with this one (rlpd.py has RLPD's official init) |
 # | evaluation | 50-100 episodes, sampled actions (scripts) | 10 deterministic episodes | CPU budget |
-# | BC of both baselines | -log pi(a_expert|s) + alpha log pi(a~|s) (alpha_multiplier 0 in the scripts: NLL only), AdamW
-#   weight decay 1e-3, lr 3e-4, batch 256 (agents/conservative_sac.py, run_pen_*dagger.sh); the learner samples its
-#   actions (utils/env_utils.py); a separate 2 x 256 TanhGaussianPolicy, log std offset -1 | the same (bc_loss(),
-#   --bc-weight-decay), with RLIF's 3 x 256 actor | one actor for the three algorithms |
+# | BC of both baselines | -log pi(a_expert|s) + alpha log pi(a~|s) (alpha_multiplier 0 in the scripts: NLL only),
+#   labels clipped to +-0.999, AdamW weight decay 1e-3, lr 3e-4, batch 256 (conservative_sac.py,
+#   dagger_based_learner.py, run_pen_*dagger.sh); the learner samples its actions; a 2 x 256 TanhGaussianPolicy | the
+#   same (bc_loss(), --bc-weight-decay), RLIF's 3 x 256 actor; NLL needs more steps than squared error (Hopper medium,
+#   seed 1: 2,000 pre-train steps give a return of 412, squared error 1,004; 10,000: 1,001) | one actor for all |
 # | HG-DAgger | L1 action gap > threshold, decaying epsilon 0.05, 4-step takeovers; BC on ALL visited steps incl. the
 #   learner's own actions; 100k BC pre-train steps, 2,500 per 5 episodes (BinarySampler, dagger_based_learner.py,
 #   run_pen_hgdagger.sh) | RLIF's value rule and takeovers; BC on demos + expert steps; 2,000 pre-train, 500 per 1,000

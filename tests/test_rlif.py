@@ -288,15 +288,19 @@ def test_bc_loss_is_the_official_nll_plus_alpha_log_pi():
     obs = torch.randn(64, 4)
     with torch.no_grad():
         act, logp = actor(obs)  # the actor's own samples and their log pi: the loss is -log pi of the labels
+        inside = (act.abs() < 2 * 0.999).all(-1)  # (samples beyond the clip are clipped)
+        assert inside.sum() > 32
+        obs, act, logp = obs[inside], act[inside], logp[inside]
         assert rlif.bc_loss(actor, obs, act).item() == pytest.approx(-logp.mean().item(), rel=1e-4)
         torch.manual_seed(1)
         sample_logp = actor(obs)[1].mean().item()
         torch.manual_seed(1)  # + alpha log pi(a~|s) of a fresh sample
         assert rlif.bc_loss(actor, obs, act, alpha=0.5).item() == pytest.approx(0.5 * sample_logp - logp.mean().item(),
                                                                                  rel=1e-4)
-        assert torch.isfinite(rlif.bc_loss(actor, obs, torch.full((64, 2), 2.0)))  # labels on the bound: clipped
+        on_bound, clipped = (rlif.bc_loss(actor, obs, torch.full_like(act, x)).item() for x in (2.0, 2 * 0.999))
+        assert on_bound == pytest.approx(clipped, rel=1e-5)  # labels clipped to +-0.999 (scaled), as officially
     # NLL trains the std too: BC on one label per state shrinks it (squared error on the mean would leave it)
-    opt, label = torch.optim.Adam(actor.parameters(), lr=1e-2), torch.full((64, 2), 0.5)
+    opt, label = torch.optim.Adam(actor.parameters(), lr=1e-2), torch.full_like(act, 0.5)
     std = lambda: actor.log_std(actor.trunk(obs)).exp().mean().item()  # noqa: E731
     before = std()
     for _ in range(100):
