@@ -1,9 +1,8 @@
 """RLIF: off-policy RL whose only reward is the expert's intervention, with HG-DAgger / DAgger baselines.
 
-Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforcement Learning", ICLR 2024,
-arXiv 2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD as in rlpd.py (its agent stands
-after the shared helpers at the end of this file), so what RLIF adds comes first. How this file differs from the
-official code: the fidelity table at the very end.
+Paper: Luo, Dong, ... Levine, "RLIF: Interactive Imitation Learning as Reinforcement Learning", ICLR 2024, arXiv
+2311.12996; official code pd-perry/RLIF (read, not copied). The learner is RLPD as in rlpd.py (its agent stands after
+the shared helpers), so what RLIF adds comes first. How this file differs from the official one: the table at the end.
 
 Setting (Sec. 4): an expert watches the learner and takes over; the env's reward is never learnt from (only logged as
 charts/episodic_return and eval/return). Paper -> code:
@@ -17,7 +16,7 @@ charts/episodic_return and eval/return). Paper -> code:
     RLPD's SAC step (rlpd.py's, word for word)                         -> critic_update(), actor_temperature_update()
 Three algorithms, one loop; the three flags set at the top of main() are their only difference:
     rlif       RL on the labels above (learns_by_rl); the intervention model decides who acts (expert_takes_over)
-    hg-dagger  BC on the demos and the expert's takeover steps, --bc-updates steps every --bc-every  -> bc_loss()
+    hg-dagger  BC (official: NLL, AdamW weight decay 1e-3) on the demos and the expert's takeover steps  -> bc_loss()
     dagger     BC as hg-dagger; the learner always acts; the expert labels every visited state (labels_every_state)
 
 Run:
@@ -81,11 +80,12 @@ class Args:
     intervene_beta: float = 0.95  # beta: probability of intervening when the rule fires (1 - beta otherwise)
     intervene_prob: float = 0.5  # random model: probability that the expert acts, drawn anew at every step
     takeover_steps: int = 4  # value model: steps the expert acts once it takes over (then 1 learner step, unchecked)
-    terminal: Literal["penalty", "drop", "zero"] = "penalty"  # penalty (fall -1/(1-gamma)); drop: official; zero
+    terminal: Literal["penalty", "drop", "zero"] = "penalty"  # fall -1/(1-gamma^(T+1)) NOT official; drop: official
     qref_episodes: int = 20  # noisy expert rollouts for the reference critic
     qref_steps: int = 3000  # regression steps for the reference critic
     bc_every: int = 1000  # DAgger family: env steps between BC phases
     bc_updates: int = 500  # DAgger family: BC steps per phase (x4 on the demos before the first step)
+    bc_weight_decay: float = 1e-3  # DAgger family: BC's AdamW weight decay (official 1e-3; rlif: 0, i.e. Adam)
     compile: bool = False  # torch.compile both update steps (2-core CPU: ~1.2x per update after 10-30 s compiling)
     eval_every: int = 5000  # env steps between evaluations
     eval_episodes: int = 10  # deterministic evaluation episodes
@@ -96,8 +96,7 @@ class Args:
         if not 0.0 <= self.offline_ratio < 1.0:
             raise SystemExit(f"--offline-ratio must be in [0, 1) (got {self.offline_ratio}).")
         if self.expert_level not in ("expert", "medium"):
-            raise SystemExit(f"Unknown --expert-level {self.expert_level!r}: use expert or medium (the shipped "
-                             "policies).")
+            raise SystemExit(f"Unknown --expert-level {self.expert_level!r}: use expert or medium (shipped policies).")
         if self.takeover_steps < 1 or not 0.0 <= self.intervene_prob <= 1.0:
             raise SystemExit(f"--takeover-steps must be >= 1 and --intervene-prob in [0, 1] (got "
                              f"{self.takeover_steps}, {self.intervene_prob}).")
@@ -127,17 +126,19 @@ def step_decision(pending: Transition | None, prev_expert: bool, takeover_left: 
     return expert, takeover_left, store
 
 
-def terminal_label(mask: float, gamma: float, terminal: str) -> float:
-    """Label of a transition that ends in a termination (mask 0): -1/(1 - gamma) under --terminal penalty, the
-    discounted return of an expert intervening at every step from then on, so a fall is never better than any
-    correction; 0 otherwise (zero), and on every transition that does not terminate. drop: see last_transition()."""
-    return -1.0 / (1.0 - gamma) if terminal == "penalty" and mask == 0.0 else 0.0
+def terminal_label(mask: float, gamma: float, terminal: str, takeover_steps: int) -> float:
+    """Label of a transition that ends in a termination (mask 0) under --terminal penalty: the worst discounted return
+    the labels can express. A -1 needs a learner step and a takeover of T = takeover_steps (random model: 1) is followed
+    by a learner step, so -1 labels are >= T + 1 steps apart: sum_k gamma^(k (T + 1)) (-1) = -1/(1 - gamma^(T + 1))
+    (-20.4 for T = 4, gamma 0.99; random model -50.3): never better than any continuation, nor harsher; else 0."""
+    return -1.0 / (1.0 - gamma ** (takeover_steps + 1)) if terminal == "penalty" and mask == 0.0 else 0.0
 
 
-def last_transition(pending: Transition, gamma: float, terminal: str) -> Transition | None:
-    """An episode's last transition: None under --terminal drop (the official code never stores it), else labelled
-    terminal_label() (no takeover can follow it, so never -1)."""
-    return None if terminal == "drop" else pending._replace(rew=terminal_label(pending.mask, gamma, terminal))
+def last_transition(pending: Transition, gamma, terminal, takeover_steps, takeover_left) -> Transition | None:
+    """An episode's last transition: None under --terminal drop (the official code never stores it) or inside a takeover
+    (the expert acts it, takeover_left > 0: officially never stored), else labelled terminal_label() (never -1)."""
+    label = terminal_label(pending.mask, gamma, terminal, takeover_steps)
+    return None if terminal == "drop" or takeover_left > 0 else pending._replace(rew=label)
 
 
 def should_intervene(q_learner: float, q_ref: float, alpha: float, beta: float, u: float) -> bool:
@@ -174,8 +175,7 @@ def fit_qref(expert_act, env, episodes, steps, gamma, seed):
         obs, _ = env.reset(seed=seed + 50_000 + ep)
         done, rews = False, []
         while not done:
-            noise = sigma * rng.standard_normal(env.action_space.shape)
-            a = np.clip(expert_act(obs) + noise, -1, 1).astype(np.float32)
+            a = np.clip(expert_act(obs) + sigma * rng.standard_normal(env.action_space.shape), -1, 1).astype(np.float32)
             S.append(obs)
             A.append(a)
             obs, r, term, trunc, _ = env.step(a)
@@ -194,14 +194,17 @@ def fit_qref(expert_act, env, episodes, steps, gamma, seed):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        r2 = 1 - ((q(S, A) - G) ** 2).mean() / G.var()
+    r2 = 1 - ((q(S, A).detach() - G) ** 2).mean() / G.var()
     return q.eval(), float(r2), len(S)
 
 
-def bc_loss(actor, obs, act):
-    """DAgger family: squared error between the deterministic action and the expert's label; scalar."""
-    return ((actor(obs, deterministic=True)[0] - act) ** 2).sum(-1).mean()
+def bc_loss(actor, obs, act, alpha=0.0):
+    """DAgger family, the official BC (conservative_sac.py, bc=True): E[alpha log pi(a~|s) - log pi(act|s)], a~ ~ pi;
+    alpha is its alpha_multiplier, 0 in the scripts (NLL only); labels clipped to +-0.999 (dagger_based_learner.py)."""
+    h, a = actor.trunk(obs), ((act - actor.center) / actor.scale).clamp(-0.999, 0.999)  # a: tanh(u) of act
+    u_dist = torch.distributions.Normal(actor.mean(h), actor.log_std(h).clamp(-20, 2).exp())  # as in Actor.forward()
+    logp = (u_dist.log_prob(torch.atanh(a)) - torch.log(actor.scale * (1 - a.pow(2)) + 1e-6)).sum(-1)  # log pi(act|s)
+    return (alpha * actor(obs)[1].mean() if alpha else 0.0) - logp.mean()
 
 
 def main():
@@ -228,14 +231,13 @@ def main():
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     data_prefix = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", args.env_id.replace("/", "-"))
     expert_path, ref_path = f"{data_prefix}-{args.expert_level}-policy.npz", f"{data_prefix}-expert-policy.npz"
-    expert_act = load_policy(expert_path)  # the intervening expert
-    ref_act = load_policy(ref_path)  # the reference policy: a_ref, and the rollouts Q_ref is fitted on
+    expert_act, ref_act = load_policy(expert_path), load_policy(ref_path)  # the intervener; a_ref, Q_ref's rollouts
     print(f"intervening expert: {expert_path}; reference policy (a_ref, Q_ref): {ref_path}")
     demos = None
     if args.demo_path != "none":
         demo_path = args.demo_path or f"{data_prefix}-{args.expert_level}.npz"
         demos = demo_arrays(load_demos(demo_path, env))
-        fall = terminal_label(0.0, args.gamma, args.terminal)  # the env's reward is never learnt from
+        fall = terminal_label(0.0, args.gamma, args.terminal, takeover_steps)  # the env's reward is never learnt from
         demos["rewards"] = np.where(demos["masks"] == 0.0, fall, 0.0).astype(np.float32)
         print(f"demos: {demo_path} ({len(demos['rewards'])} transitions, rewards relabelled 0, terminations {fall:g})")
     log = Logger(run_name, args)
@@ -252,7 +254,8 @@ def main():
                                             args.num_layers).to(device) for _ in range(2))
     target_critic.load_state_dict(critic.state_dict())
     log_alpha = torch.tensor(np.log(args.init_temperature), dtype=torch.float32, device=device, requires_grad=True)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    bc_wd = 0.0 if learns_by_rl else args.bc_weight_decay  # BC (baselines): AdamW with the official weight decay
+    actor_opt = torch.optim.AdamW(actor.parameters(), lr=args.actor_lr, weight_decay=bc_wd)  # bc_wd 0: Adam itself
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     temp_opt = torch.optim.Adam([log_alpha], lr=args.temp_lr)
     target_entropy = -act_dim / 2
@@ -301,7 +304,7 @@ def main():
     pbar = tqdm(range(args.total_timesteps), desc=f"{args.algo} ({args.expert_level} expert, {args.intervention})")
     for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
         # ---- act: the learner proposes, the expert may take over (step_decision), the previous step is stored ----
-        a_l = policy(obs, deterministic=not learns_by_rl)
+        a_l = policy(obs, deterministic=False)  # sampled, in the baselines too (official)
         a_e = np.clip(expert_act(obs) + args.expert_noise * rng.standard_normal(act_dim), -1, 1).astype(np.float32)
         expert_acts, takeover_left, store = step_decision(pending, prev_expert, takeover_left, fires, takeover_steps,
                                                           hand_back)
@@ -319,8 +322,8 @@ def main():
         window.append(float(expert_acts))
         obs = next_obs
         if done:  # the episode's last transition, then a fresh start: no pending step, no takeover
-            if (store := last_transition(pending, args.gamma, args.terminal)) is not None:
-                buffer.add(*store)
+            if store := last_transition(pending, args.gamma, args.terminal, takeover_steps, takeover_left):
+                buffer.add(*store)  # not under --terminal drop, nor inside a takeover
             pending, prev_expert, takeover_left = None, False, 0
             log.log(global_step, **{"charts/episodic_return": float(info["episode"]["r"])})
             obs, _ = env.reset()
@@ -760,41 +763,38 @@ def sample_batch(online, offline, batch_size, utd, offline_ratio, rng):
 # configs/rlpd_config.py, model.py = models/model.py):
 # | design choice | official (source) | this file | why different |
 # |---|---|---|---|
-# | takeover | 4 steps, then the learner acts 1 step unchecked (train_rlif_main.py), so every takeover after an
-#   episode's first step follows a learner step and the expert acts at most 4/5 of the steps | same | - |
-# | reward labels | -1 on the learner step before a takeover, else 0; expert steps not stored but the last (same) |
-#   same | - |
+# | takeover, labels | 4 expert steps, then 1 learner step unchecked (train_rlif_main.py): the expert acts <= 4/5 of the
+#   steps; -1 on the learner step before a takeover, else 0; of a takeover's steps only the last stored | same | - |
 # | value rule | Q_ref(s,a_l) < alpha Q_ref(s,a_ref), a_ref from the reference agent; p 0.95 / 0.05 (same) | same | - |
 # | alpha | 0.99 Walker2d, 0.97 Pen (scripts/run_*_value_based_rlif.sh) | 0.99 everywhere | no Hopper value script |
-# | reference agent | Q_ref of a BC/SAC agent (the Walker2d script's, a BC expert): the min of its two Q functions; of
-#   an RLPD agent (the Pen script's): its ensemble mean; a_ref sampled from its policy (train_rlif_main.py) | one
-#   Monte-Carlo-fitted Q_ref network (no min over two Q's), a_ref the shipped expert's deterministic action | no
-#   trained agent with a critic is shipped |
-# | intervening expert | BC policies of several levels, actions sampled (same) | shipped PPO policies, deterministic
-#   (+ --expert-noise) | the data/ policies |
-# | random model | a coin flip each step, the expert acts that step, no takeover length, no hand-back; p 0.5 on Hopper
-#   (train_rlif_random_main.py, run_hopper_random_rlif.sh) | same, --intervene-prob 0.5 | - |
-# | terminations | last transition of each episode never stored (train_rlif_main.py, `if t != 0`), so a fall is never
-#   seen online | --terminal penalty (default); drop = official | zero (what the official labels would give) makes a
-#   fall worth 0, more than any continuation that still sees -1 labels: an earlier version of this file learned to
-#   fall at once on Hopper; benchmarks/rlif/ compares penalty with drop |
-# | demos | D4RL expert trajectories (50 Hopper, 10 Walker2d) for every intervener, one buffer, r = 0, offline_ratio
-#   0.0 (scripts) | the intervener's own 20 episodes (data/), one buffer, r = 0 (the terminal label on terminations),
-#   offline ratio 0 | shipped data |
-# | networks | actor and critics 3 x 256, E = 10, Z = 2, LayerNorm, backup_entropy False (config) | same | - |
+# | reference agent | Q_ref of a BC/SAC agent (Walker2d script: a BC expert, the min of its two Q's) or an RLPD agent
+#   (Pen: its ensemble mean); a_ref sampled from its policy (train_rlif_main.py) | one Monte-Carlo-fitted Q_ref network,
+#   a_ref the shipped expert's deterministic action | no trained agent with a critic is shipped |
+# | intervening expert | BC policies of several levels, sampled | shipped PPO policies, deterministic (+ noise) | - |
+# | random model | a coin each step, the expert acts that step, no takeover or hand-back; p 0.5 (Hopper) | same | - |
+# | terminations | an episode's last transition is never stored (train_rlif_main.py, `if t != 0`): no fall is seen
+#   online | --terminal penalty (default, NOT official): a fall is -1/(1 - gamma^(T+1)) = -20.4 (random model, T = 1:
+#   -50.3), the worst discounted return of the labels, -1 at most once per T expert steps + 1 hand-back step
+#   (terminal_label()); a last step inside a takeover is not stored (never officially); drop = official | zero (the
+#   official labels' value) makes a fall worth 0, more than any continuation with -1 labels: a version of this file
+#   learned to fall at once on Hopper; benchmarks/rlif/ (made when a fall was -100) compares penalty with drop |
+# | demos | D4RL expert episodes (50 Hopper, 10 Walker2d) for every intervener, one buffer, r = 0 (scripts) | the
+#   intervener's own 20 episodes (data/), one buffer, r = 0 (falls: the terminal label) | shipped data |
+# | networks, batch | 3 x 256, E = 10, Z = 2, LayerNorm, no entropy backup; start_training 0, batch 256 | same | - |
 # | UTD | flag default 1; Walker2d script 1, Hopper 15, Pen 5 | 1 | the flag default |
-# | start_training, batch | 0, 256 (train_rlif_main.py) | 0, 256 | - |
-# | initialisation | RLIF's own MLP (model.py: MLP_RLPD, StateActionValue): xavier_uniform kernels, zero biases; the
-#   actor's mean and log-std heads orthogonal(sqrt 2) (model.py default_init, used by models/distributions.py) |
-#   PyTorch's default everywhere (uniform +-1/sqrt(fan_in), biases too) | not the official init: the benchmark in
-#   benchmarks/rlif/ ran with this one (rlpd.py has RLPD's official init) |
-# | evaluation | 50-100 episodes (scripts) | 10 deterministic episodes | CPU budget |
+# | initialisation | RLIF's own MLP (model.py): xavier_uniform kernels, zero biases; the actor's mean and log-std heads
+#   orthogonal(sqrt 2) (default_init, models/distributions.py) | PyTorch's default (uniform +-1/sqrt(fan_in), biases
+#   too) | benchmarks/rlif/ ran with this one (rlpd.py has RLPD's official init) |
+# | evaluation | 50-100 episodes, sampled actions (scripts) | 10 deterministic episodes | CPU budget |
+# | BC of both baselines | -log pi(a_expert|s) + alpha log pi(a~|s) (alpha_multiplier 0 in the scripts: NLL only),
+#   labels clipped to +-0.999, AdamW weight decay 1e-3, lr 3e-4, batch 256 (conservative_sac.py,
+#   dagger_based_learner.py, run_pen_*dagger.sh); the learner samples its actions; a 2 x 256 TanhGaussianPolicy | the
+#   same (bc_loss(), --bc-weight-decay), RLIF's 3 x 256 actor; NLL needs more steps than squared error (Hopper medium,
+#   seed 1: 2,000 pre-train steps give a return of 412, squared error 1,004; 10,000: 1,001) | one actor for all |
 # | HG-DAgger | L1 action gap > threshold, decaying epsilon 0.05, 4-step takeovers; BC on ALL visited steps incl. the
-#   learner's own actions, loss NLL + alpha log pi, weight decay 1e-3 (agents/conservative_sac.py); 100k BC pre-train
-#   steps, 2,500 per 5 episodes (utils/env_utils.py BinarySampler, agents/dagger_based_learner.py,
-#   run_pen_hgdagger.sh) | RLIF's value rule and takeovers; BC (squared error of the deterministic action) on demos +
-#   expert steps only; 2,000 pre-train, 500 per 1,000 env steps | same intervention data as RLIF, so only the
-#   learning rule differs; a learner's own action is no label; CPU budget |
+#   learner's own actions; 100k BC pre-train steps, 2,500 per 5 episodes (BinarySampler, dagger_based_learner.py,
+#   run_pen_hgdagger.sh) | RLIF's value rule and takeovers; BC on demos + expert steps; 2,000 pre-train, 500 per 1,000
+#   env steps | RLIF's intervention data: only the learning differs; a learner's action is no label; CPU budget |
 # | DAgger | a random 50% of visited states (drawn with replacement) relabelled, the rest keep the learner's action
 #   (DaggerUniformSampler) | every visited state labelled by the expert | a learner's own action is no label |
 

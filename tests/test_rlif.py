@@ -1,6 +1,6 @@
 """RLIF: main() itself on tiny budgets, with its env steps and replay buffers recorded (who acts, what is stored
 with which label, episode ends, the reference action and critic, the baselines' labels, the demos' labels); the pure
-functions (step_decision, the intervention rules, terminal labels, Q_ref's Monte-Carlo targets, BC loss, the SAC
+functions (step_decision, the intervention rules, terminal labels, Q_ref's Monte-Carlo targets, the BC NLL, the SAC
 critic step, the official defaults); CLI runs and bad input."""
 import glob
 import os
@@ -56,7 +56,19 @@ class Run:
 
     def __init__(self, mp, *flags):
         self.steps, self.buffers, self.qref_calls, self.qref_policy = [], [], [], None
+        self.acting, self.bc_optimisers = [], []  # deterministic= of every one-state actor call; BC's optimisers
         real_make_env, run = rlif.make_env, self
+        real_bc_phase = rlif.bc_phase
+
+        class Actor(rlif.Actor):
+            def forward(self, obs, deterministic=False):
+                if obs.shape[0] == 1:
+                    run.acting.append(deterministic)
+                return super().forward(obs, deterministic)
+
+        def bc_phase(actor, actor_opt, *rest):
+            run.bc_optimisers.append(actor_opt)
+            return real_bc_phase(actor, actor_opt, *rest)
 
         class Buffer(rlif.ReplayBuffer):
             def __init__(self, *a):
@@ -82,6 +94,8 @@ class Run:
                    (lambda obs: REF.copy()))
         mp.setattr(rlif, "fit_qref", fit_qref)
         mp.setattr(rlif, "ReplayBuffer", Buffer)
+        mp.setattr(rlif, "Actor", Actor)
+        mp.setattr(rlif, "bc_phase", bc_phase)
         mp.setattr(sys, "argv", ["rlif.py", *TINY, *flags])
         assert rlif.main() == 0
         self.expert = np.array([np.array_equal(s[1], MEDIUM) for s in self.steps])  # the expert acted each step
@@ -89,19 +103,30 @@ class Run:
         self.episodes = [list(range(a, b)) for a, b in zip([0] + ends, ends + [len(self.steps)]) if b > a]
 
 
-def expected_rows(run, terminal="penalty", gamma=0.99):
+def expected_rows(run, T=4, terminal="penalty", gamma=0.99):
     """The official labels from who acted: a step is stored when the next one is taken, with 0 if the learner acts
     then, -1 if the expert takes over after a learner step, not at all if the expert acts again; an episode's last
-    step labelled by --terminal once the episode has ended (never for the episode the budget cuts)."""
+    step labelled by --terminal once the episode has ended (never for the episode the budget cuts); T: takeover
+    length (random model: 1)."""
     rows, E = [], run.expert
     for ep in run.episodes:
         for t, nxt in zip(ep, ep[1:]):
             if not E[nxt] or not E[t]:
                 rows.append((t, 0.0 if not E[nxt] else -1.0))
+        if mid_takeover(run, ep, T):
+            continue  # the expert acts the last step with steps of its takeover still due: never stored
         obs, act, next_obs, term, trunc = run.steps[ep[-1]]
         if (term or trunc) and terminal != "drop":
-            rows.append((ep[-1], -1 / (1 - gamma) if term and terminal == "penalty" else 0.0))
+            rows.append((ep[-1], -1 / (1 - gamma ** (T + 1)) if term and terminal == "penalty" else 0.0))
     return [(s[0], s[1], np.float32(r), s[2], np.float32(1.0 - s[3])) for s, r in ((run.steps[t], r) for t, r in rows)]
+
+
+def mid_takeover(run, ep, T):
+    """The episode `ep` ends while the expert acts with steps of its T-step takeover still due (random model: T = 1)."""
+    left = 0
+    for t in ep:
+        left = left - 1 if left > 0 else (T - 1 if run.expert[t] else 0)  # a hand-back step is the learner's
+    return left > 0
 
 
 def assert_rows(added, want):
@@ -137,10 +162,11 @@ def test_main_stores_what_the_official_loop_stores(value_run):
             prev = run.expert[t]
         ends_in_takeover += bool(run.expert[ep[-1]])
     assert ends_in_takeover >= 2  # episodes that end while the expert acts (the reset must clear the takeover)
+    assert sum(mid_takeover(run, ep, 4) and run.steps[ep[-1]][3] for ep in run.episodes) >= 1  # falls mid-takeover
     want = expected_rows(run)
     assert_rows(run.buffers[0].added, want)
     labels = [row[2] for row in want]
-    assert labels.count(-1.0) >= 10 and labels.count(-100.0) >= 2  # -1 before takeovers, a penalty per fall
+    assert labels.count(-1.0) >= 10 and sum(r < -20 for r in labels) >= 2  # -1 before takeovers, a penalty per fall
     takeover_ends = [t for ep in run.episodes for t, n in zip(ep, ep[1:]) if run.expert[t] and not run.expert[n]]
     step_of = {run.steps[t][0].astype(np.float32).tobytes(): t for t in range(len(run.steps))}
     stored = {step_of[row[0].tobytes()]: row[2] for row in run.buffers[0].added}
@@ -149,6 +175,7 @@ def test_main_stores_what_the_official_loop_stores(value_run):
 
 def test_value_model_scores_the_reference_action_with_the_reference_critic(value_run):
     run = value_run
+    assert len(run.acting) == len(run.steps) and not any(run.acting) and not run.bc_optimisers  # RL: sampled, no BC
     assert np.array_equal(run.qref_policy(run.steps[0][0]), REF)  # Q_ref fitted on the reference (expert) policy
     assert len(run.qref_calls) >= 20
     for t, acts in run.qref_calls:  # (a_learner, a_ref) at every check
@@ -162,7 +189,7 @@ def test_random_model_is_a_coin_at_every_step(in_tmp, monkeypatch):
     assert run.qref_policy is None and not run.qref_calls  # no reference critic
     assert abs(run.expert.mean() - 0.7) < 0.1  # no takeovers, no hand-back: the expert acts ~70% of the steps
     assert (run.expert[1:] & run.expert[:-1]).sum() > 100
-    assert_rows(run.buffers[0].added, expected_rows(run))
+    assert_rows(run.buffers[0].added, expected_rows(run, T=1))
 
 
 def test_baselines_label_with_the_expert_and_demos_are_relabelled(in_tmp, monkeypatch):
@@ -171,8 +198,12 @@ def test_baselines_label_with_the_expert_and_demos_are_relabelled(in_tmp, monkey
     run = Run(monkeypatch, "--algo", "dagger")
     buffer, labels = run.buffers
     assert not run.expert.any()  # the learner always acts
+    assert len(run.acting) == len(run.steps) and not any(run.acting)  # its actions sampled, as officially
+    (opt,) = run.bc_optimisers  # BC pre-training: AdamW with the official weight decay 1e-3
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 1e-3
     rew, mask = np.array([r[2] for r in buffer.added[:n_demo]]), np.array([r[4] for r in buffer.added[:n_demo]])
-    assert np.array_equal(rew, np.where(fall, -100.0, 0.0)) and np.array_equal(mask, 1.0 - fall)  # never env reward
+    fall_label = np.float32(-1 / (1 - 0.99**5))  # never env reward
+    assert np.array_equal(rew, np.where(fall, fall_label, 0.0)) and np.array_equal(mask, 1.0 - fall)
     assert_rows(buffer.added[n_demo:], expected_rows(run))  # RLIF's rows are kept too (unused by BC)
     clipped = np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5).astype(np.float32)
     assert np.array_equal(np.array([r[1] for r in labels.added[:n_demo]]), clipped)
@@ -202,15 +233,20 @@ def test_step_decision_one_step_at_a_time():
     assert step(True, 0, False, hand_back=False)[2].rew == 0.0
 
 
-def test_terminal_label_makes_a_fall_worse_than_any_correction():
+def test_terminal_label_is_the_worst_continuation_the_labels_can_express():
     gamma = 0.99
-    fall = rlif.terminal_label(0.0, gamma, "penalty")
-    assert abs(fall + 100.0) < 1e-9 and rlif.terminal_label(1.0, gamma, "penalty") == 0.0
-    # an expert correcting at every step forever is worth sum_t gamma^t (-1) = -100: a fall is never better
-    assert fall <= -sum(gamma**t for t in range(5000))
-    assert rlif.terminal_label(0.0, gamma, "zero") == 0.0 == rlif.terminal_label(0.0, gamma, "drop")
+    fall = rlif.terminal_label(0.0, gamma, "penalty", 4)
+    assert fall == pytest.approx(-20.40, abs=0.01) and rlif.terminal_label(1.0, gamma, "penalty", 4) == 0.0
+    # worst labels: a -1 on each hand-back step, every 5th step (4 expert steps, then 1 learner step, forever)
+    worst = -sum(gamma**t for t in range(0, 5000, 5))
+    assert fall == pytest.approx(worst, abs=1e-6)  # a fall is never better than any continuation, and no harsher
+    assert rlif.terminal_label(0.0, gamma, "penalty", 1) == pytest.approx(-sum(gamma**t for t in range(0, 5000, 2)))
+    assert rlif.terminal_label(0.0, gamma, "zero", 4) == 0.0 == rlif.terminal_label(0.0, gamma, "drop", 4)
     p = rlif.Transition(np.zeros(2), np.ones(2), 0.0, np.ones(2), 0.0)
-    assert rlif.last_transition(p, gamma, "drop") is None and rlif.last_transition(p, gamma, "penalty").rew == fall
+    assert rlif.last_transition(p, gamma, "drop", 4, 0) is None
+    assert rlif.last_transition(p, gamma, "penalty", 4, 0).rew == fall
+    assert rlif.last_transition(p, gamma, "zero", 4, 0).rew == 0.0
+    assert rlif.last_transition(p, gamma, "penalty", 4, 2) is None  # inside a takeover: never stored
 
 
 def test_value_rule_probabilities():
@@ -246,14 +282,32 @@ def test_fit_qref_regresses_discounted_returns_to_go():
     assert n == 20 and r2 > 0.95 and np.abs(fit - returns).max() < 0.5
 
 
-def test_bc_loss_is_the_squared_error_of_the_deterministic_action():
+def test_bc_loss_is_the_official_nll_plus_alpha_log_pi():
     torch.manual_seed(0)
-    actor = rlif.Actor(4, 2, 16, np.full(2, -1.0), np.full(2, 1.0), num_layers=1)
+    actor = rlif.Actor(4, 2, 16, np.full(2, -2.0), np.full(2, 2.0), num_layers=1)
     obs = torch.randn(64, 4)
     with torch.no_grad():
-        mean_action = actor(obs, deterministic=True)[0]
-        assert rlif.bc_loss(actor, obs, mean_action).item() < 1e-10
-        assert rlif.bc_loss(actor, obs, mean_action + 0.1).item() == pytest.approx(2 * 0.01, rel=1e-4)
+        act, logp = actor(obs)  # the actor's own samples and their log pi: the loss is -log pi of the labels
+        inside = (act.abs() < 2 * 0.999).all(-1)  # (samples beyond the clip are clipped)
+        assert inside.sum() > 32
+        obs, act, logp = obs[inside], act[inside], logp[inside]
+        assert rlif.bc_loss(actor, obs, act).item() == pytest.approx(-logp.mean().item(), rel=1e-4)
+        torch.manual_seed(1)
+        sample_logp = actor(obs)[1].mean().item()
+        torch.manual_seed(1)  # + alpha log pi(a~|s) of a fresh sample
+        assert rlif.bc_loss(actor, obs, act, alpha=0.5).item() == pytest.approx(0.5 * sample_logp - logp.mean().item(),
+                                                                                 rel=1e-4)
+        on_bound, clipped = (rlif.bc_loss(actor, obs, torch.full_like(act, x)).item() for x in (2.0, 2 * 0.999))
+        assert on_bound == pytest.approx(clipped, rel=1e-5)  # labels clipped to +-0.999 (scaled), as officially
+    # NLL trains the std too: BC on one label per state shrinks it (squared error on the mean would leave it)
+    opt, label = torch.optim.Adam(actor.parameters(), lr=1e-2), torch.full_like(act, 0.5)
+    std = lambda: actor.log_std(actor.trunk(obs)).exp().mean().item()  # noqa: E731
+    before = std()
+    for _ in range(100):
+        opt.zero_grad()
+        rlif.bc_loss(actor, obs, label).backward()
+        opt.step()
+    assert std() < 0.5 * before
 
 
 def test_critic_update_bootstraps_only_through_mask_1():
@@ -284,6 +338,7 @@ def test_defaults_are_the_official_config():
                                                                                                        True, False)
     assert (a.utd, a.start_training, a.batch_size, a.offline_ratio, a.gamma) == (1, 0, 256, 0.0, 0.99)
     assert (a.intervene_beta, a.takeover_steps, a.intervene_prob) == (0.95, 4, 0.5)
+    assert a.bc_weight_decay == 1e-3  # the BC baselines' AdamW (run_pen_*dagger.sh: cql.policy_weight_decay)
 
 
 def test_reference_critic_prefers_expert_actions():
