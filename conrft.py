@@ -24,7 +24,7 @@ Equations -> code
     Both stages, per learner step: cta_ratio - 1 critic-only updates, then a critic + actor update     -> main()
 Baselines (--algo): bc-only: consistency BC alone (Stage I with eta = 0; no critic, no Stage II). sac: a tanh-Gaussian
     actor (same trunk) through the same Stage I (Cal-QL critic; L = -eta Q + beta BC: the mean by MSE of tanh(mean),
-    30 vs 9 of 30 for the full likelihood on pick-place, benchmarks/conrft/bc_reference.py; the std head alone by the
+    30 of 30 on pick-place vs 9 for the full likelihood, benchmarks/conrft/bc_reference.py; the std head alone by the
     demos' likelihood), then HIL-SERL's SAC (no BC or CQL term, no entropy backup, temperature auto-tuned from 0.01;
     same buffers, rewards, interventions)                        -> SACBaseline, gaussian_policy_loss(), GaussianActor
 
@@ -94,7 +94,7 @@ class Args:
     state_embed: int = 0  # critic: the state through Dense(N) -> LayerNorm -> tanh first (official: 64); 0: raw state
     success_reward: float = 10.0  # MetaWorld task reward at the success step (demos and online data)
     step_penalty: float = 0.05  # MetaWorld task reward on every other step: -step_penalty (pushes for fast success)
-    episode_steps: int = 0  # training episodes of N steps, the time limit a termination (official: 100); 0: the env's
+    episode_steps: int = 0  # training episodes end at step N as done, mask 0 (official: 100); 0: the env's (bootstraps)
     intervene_prob: float = 0.0  # Stage II: probability per learner step that the expert takes over (0: never)
     takeover_steps: int = 10  # steps the expert acts once it takes over
     takeover_after: int = 0  # NOT official: the expert also corrects each episode from this step to its end (0: off)
@@ -714,9 +714,9 @@ class GaussianActor(nn.Module):
 
 
 def gaussian_policy_loss(actor, critic, obs, act, beta, eta):
-    """Stage I: L = -eta E[Q(s, a~pi)] + beta (E||m - a||^2 - E[log N(a; sg(m), (1 - sg(m)^2)^2 std(sg(h))^2)]), m =
-    tanh(mean(h)), h the trunk's features: the mean learns by MSE, the std head alone by the demos' likelihood around
-    sg(m), tanh linearised at m (NOT official); returns (loss, BC term, E[Q])."""
+    """Stage I: L = -eta E[Q(s, a~pi)] + beta (E||m - a||^2 - E[log N(a; sg(m), ((1 - sg(m)^2) std(sg(h)))^2)]), h the
+    trunk's features, m = tanh(mean(h)), sg stop-gradient: the mean learns by MSE, the std head alone by the demos'
+    likelihood in action space, tanh linearised at m (NOT official); returns (loss, BC term, E[Q])."""
     h = actor.net(obs)
     m = torch.tanh(actor.mean(h))
     l_bc = ((m - act) ** 2).mean(-1).mean()
