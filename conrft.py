@@ -23,10 +23,10 @@ Equations -> code
         both buffers, HIL-SERL style             -> task_reward(), mixed_batch(), step_decision(), store_episode()
     Both stages, per learner step: cta_ratio - 1 critic-only updates, then a critic + actor update     -> main()
 Baselines (--algo): bc-only: consistency BC alone (Stage I with eta = 0; no critic, no Stage II). sac: a tanh-Gaussian
-    actor (same trunk) through the same Stage I (Cal-QL critic, L = -eta Q + beta ||tanh(mean(s)) - a_demo||^2: a
-    likelihood BC term imitated worse on pick-place, 9 vs 30 of 30, benchmarks/conrft/bc_reference.py), then HIL-SERL's
-    SAC (no BC or CQL term, no entropy backup, temperature auto-tuned from 0.01; same buffers, rewards, interventions)
-                                                                                       -> SACBaseline, GaussianActor
+    actor (same trunk) through the same Stage I (Cal-QL critic; L = -eta Q + beta BC: the mean by MSE of tanh(mean),
+    30 of 30 on pick-place vs 9 for the full likelihood, benchmarks/conrft/bc_reference.py; the std head alone by the
+    demos' likelihood), then HIL-SERL's SAC (no BC or CQL term, no entropy backup, temperature auto-tuned from 0.01;
+    same buffers, rewards, interventions)                        -> SACBaseline, gaussian_policy_loss(), GaussianActor
 
 Run:
     python conrft.py                                          # metaworld/pick-place-v3, 20 scripted demos
@@ -91,8 +91,10 @@ class Args:
     batch_size: int = 256  # minibatch (half demo, half online in Stage II)
     lr: float = 3e-4  # learning rate (actor and critic)
     hidden: int = 256  # width of the 2 hidden layers
+    state_embed: int = 0  # critic: the state through Dense(N) -> LayerNorm -> tanh first (official: 64); 0: raw state
     success_reward: float = 10.0  # MetaWorld task reward at the success step (demos and online data)
     step_penalty: float = 0.05  # MetaWorld task reward on every other step: -step_penalty (pushes for fast success)
+    episode_steps: int = 0  # training episodes end at step N as done, mask 0 (official: 100); 0: the env's (bootstraps)
     intervene_prob: float = 0.0  # Stage II: probability per learner step that the expert takes over (0: never)
     takeover_steps: int = 10  # steps the expert acts once it takes over
     takeover_after: int = 0  # NOT official: the expert also corrects each episode from this step to its end (0: off)
@@ -105,6 +107,9 @@ class Args:
     def __post_init__(self):
         if self.cta_ratio < 1:
             raise SystemExit(f"--cta-ratio {self.cta_ratio}: critic updates per actor update must be 1 or more.")
+        if min(self.episode_steps, self.state_embed) < 0:
+            raise SystemExit(f"--episode-steps {self.episode_steps}, --state-embed {self.state_embed}: neither may be "
+                             "negative (0 keeps the default).")
 
 
 # ---- networks ----
@@ -183,21 +188,22 @@ class EnsembleLinear(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """E critics Q_i(s, a), Dense -> LayerNorm -> tanh (x2) -> Dense(1) (the official critic), batched; actions may
-    carry an extra sample axis: obs (B, o), act (B, a) -> (E, B, 1); act (B, n, a) -> (E, B, n)."""
+    """E critics Q_i(s, a) as official: [embed > 0: s -> Dense(embed) -> LayerNorm -> tanh, one for all E] Dense ->
+    LayerNorm -> tanh (x2) -> Dense(1), batched; (B, o), (B, a) -> (E, B, 1); (B, o), (B, n, a) -> (E, B, n)."""
 
-    def __init__(self, obs_dim, act_dim, num_qs, hidden=256):
+    def __init__(self, obs_dim, act_dim, num_qs, hidden=256, embed=0):
         super().__init__()
-        self.num_qs = num_qs
-        self.l1, self.l2 = EnsembleLinear(num_qs, obs_dim + act_dim, hidden), EnsembleLinear(num_qs, hidden, hidden)
-        self.l3 = EnsembleLinear(num_qs, hidden, 1)
+        emb = [nn.Linear(obs_dim, embed), nn.LayerNorm(embed), nn.Tanh()] if embed else []  # one for all E critics
+        self.num_qs, self.embed = num_qs, nn.Sequential(*emb)  # embed 0: an empty Sequential, the identity
+        self.l1 = EnsembleLinear(num_qs, (embed or obs_dim) + act_dim, hidden)
+        self.l2, self.l3 = EnsembleLinear(num_qs, hidden, hidden), EnsembleLinear(num_qs, hidden, 1)
 
     def forward(self, obs, act):
         if act.dim() == 3:
             n = act.shape[1]
             flat_obs = obs.unsqueeze(1).expand(-1, n, -1).reshape(-1, obs.shape[-1])
             return self(flat_obs, act.reshape(-1, act.shape[-1])).reshape(self.num_qs, -1, n)
-        x = torch.cat([obs, act], -1).unsqueeze(0).expand(self.num_qs, -1, -1)
+        x = torch.cat([self.embed(obs), act], -1).unsqueeze(0).expand(self.num_qs, -1, -1)
         x = torch.tanh(F.layer_norm(self.l1(x), (self.l1.weight.shape[-1],)))
         x = torch.tanh(F.layer_norm(self.l2(x), (self.l2.weight.shape[-1],)))
         return self.l3(x)
@@ -272,12 +278,13 @@ def task_reward(success, env_reward, sparse, success_reward, step_penalty):
 
 
 def demo_rows(demos, sparse, args):
-    """Demo transitions for the buffer: the task reward (task_reward(), the same as online), masks (0 only at
-    terminations), Monte-Carlo returns of that reward (V^mu), actions clipped into the open box (-1, 1)."""
+    """Demo transitions for the buffer: the task reward (task_reward(), the same as online), masks (0 at terminations,
+    at every episode end with --episode-steps), Monte-Carlo returns (V^mu), actions clipped to (-1, 1)."""
     rewards = task_reward(demos["terminations"], demos["rewards"], sparse, args.success_reward, args.step_penalty)
     ends = np.logical_or(demos["terminations"], demos["truncations"]).astype(np.float32)
+    masks = 1.0 - (ends if args.episode_steps else demos["terminations"])  # --episode-steps: the time limit is done
     return {"observations": demos["observations"], "actions": np.clip(demos["actions"], -1 + 1e-5, 1 - 1e-5),
-            "rewards": rewards, "next_observations": demos["next_observations"], "masks": 1.0 - demos["terminations"],
+            "rewards": rewards, "next_observations": demos["next_observations"], "masks": masks,
             "mc_returns": mc_returns(rewards, ends, args.gamma)}
 
 
@@ -334,7 +341,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     sparse, task = args.env_id.startswith("metaworld/"), args.env_id.split("/", 1)[-1]
 
-    env = make_env(args.env_id, args.seed)()
+    env = make_env(args.env_id, args.seed, args.episode_steps or None)()  # evaluate() keeps the env's own limit
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
     demo_name = f"metaworld-{task}.npz" if sparse else f"{args.env_id}-medium.npz"
@@ -353,8 +360,8 @@ def main():
     sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
     policy = sac.actor if sac else ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max,
                                                      args.sigma_data)  # baseline: SAC's Gaussian actor
-    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
-    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden)
+    critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.state_embed)
+    target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.state_embed)
     target_critic.load_state_dict(critic.state_dict())
     critic_params, target_params = list(critic.parameters()), list(target_critic.parameters())
     actor_opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
@@ -433,7 +440,8 @@ def main():
         action, by_expert, takeover_left = step_decision(obs, len(episode), act, expert, takeover_left, rng, args)
         next_obs, reward, term, trunc, info = env.step(action)
         r = float(task_reward(info.get("success", 0.0), reward, sparse, args.success_reward, args.step_penalty))
-        episode.append((obs, action, r, next_obs, 1.0 - float(term), by_expert))  # truncations bootstrap
+        done = term or (trunc and args.episode_steps > 0)  # truncations bootstrap, unless --episode-steps (official)
+        episode.append((obs, action, r, next_obs, 1.0 - float(done), by_expert))
         expert_steps += by_expert
         obs = next_obs
         if term or trunc:
@@ -701,20 +709,21 @@ class GaussianActor(nn.Module):
         u = d.rsample()
         return torch.tanh(u), self.tanh_log_prob(d, u)
 
-    def log_prob(self, obs, act):
-        return self.tanh_log_prob(self.dist(obs), torch.atanh(act.clamp(-1 + 1e-5, 1 - 1e-5)))
-
     def sample(self, obs, sigmas=None, steps=1, noise=True):
         return self(obs)[0] if noise else torch.tanh(self.dist(obs).mean)
 
 
 def gaussian_policy_loss(actor, critic, obs, act, beta, eta):
-    """Stage I: L = -eta E[Q(s, a~pi)] + beta E||tanh(mean(s)) - a||^2; returns (loss, BC term, E[Q])."""
-    l_bc = ((actor.sample(obs, noise=False) - act) ** 2).mean(-1).mean()
-    if eta == 0:
-        return beta * l_bc, l_bc, torch.zeros(())
-    q = critic(obs, actor(obs)[0]).mean(0)
-    return -eta * q.mean() + beta * l_bc, l_bc, q.mean()
+    """Stage I: L = -eta E[Q(s, a~pi)] + beta (E||m - a||^2 - E[log N(a; sg(m), ((1 - sg(m)^2) std(sg(h)))^2)]), h the
+    trunk's features, m = tanh(mean(h)), sg stop-gradient: the mean learns by MSE, the std head alone by the demos'
+    likelihood in action space, tanh linearised at m (NOT official); returns (loss, BC term, E[Q])."""
+    h = actor.net(obs)
+    m = torch.tanh(actor.mean(h))
+    l_bc = ((m - act) ** 2).mean(-1).mean()
+    std = (1 - m.detach() ** 2).clamp_min(1e-6) * actor.log_std(h.detach()).clamp(-20, 2).exp()  # in action space
+    l_bc_std = -torch.distributions.Normal(m.detach(), std).log_prob(act).sum(-1).mean()
+    q = critic(obs, actor(obs)[0]).mean() if eta else torch.zeros(())  # mean over members and rows
+    return -eta * q + beta * (l_bc + l_bc_std), l_bc, q
 
 
 def sac_actor_losses(actor, critic, log_alpha, obs, target_entropy):
@@ -799,50 +808,41 @@ def load_stage_one(path, nets, algo):
 
 
 # Fidelity to the official code (cccedric/conrft). Sources: launcher = serl_launcher/serl_launcher/utils/launcher.py,
-# agent = serl_launcher/serl_launcher/agents/continuous/conrft_single_octo_cp.py, train =
-# examples/train_conrft_octo.py, task1 = examples/experiments/task1_pick_banana/, mlp.py and actor_critic_nets.py under
-# serl_launcher/.../networks/.
+# agent = serl_launcher/serl_launcher/agents/continuous/conrft_single_octo_cp.py, train = examples/train_conrft_octo.py,
+# task1 = examples/experiments/task1_pick_banana/; mlp.py, actor_critic_nets.py, encoding.py under serl_launcher/.../
 # | design choice | official (source) | this file | why different |
 # |---|---|---|---|
-# | observation encoder | Octo VLA + ResNet on images (train, agent) | the state vector | no VLA here; the method acts
-#   on the head |
-# | policy MLP | [256, 256], Dense-LayerNorm-tanh, activate_final (launcher, mlp.py::MLP) | same (mlp()) | - |
-# | time input | sinusoidal embedding (16) of 1000 * 0.25 * log(k) -> Dense 32 -> tanh -> Dense 16 (mlp.py::timeMLP,
-#   actor_critic_nets.py::base_network) | same (TimeEmbedding) | - |
-# | Karras levels, scalings | k_min 0.002, k_max 80, rho 7, M 40, sd 0.5, output clipped to [-1, 1] (launcher,
-#   actor_critic_nets.py) | same | - |
-# | consistency loss | reconstruction error at a random level of [0, M-2], Karras weight, no target network
-#   (agent::policy_loss_fn) | same | - |
+# | observation encoder | Octo VLA + ResNet on images (train, agent) | the state vector | no VLA here |
+# | policy MLP; time input | [256, 256], Dense-LayerNorm-tanh, activate_final (launcher, mlp.py::MLP); sinusoidal
+#   embedding (16) of 1000 * 0.25 * log(k) -> Dense 32 -> tanh -> Dense 16 (mlp.py::timeMLP) | same | - |
+# | Karras levels, scalings | k_min 0.002, k_max 80, rho 7, M 40, sd 0.5, output clipped [-1, 1] (launcher) | same | - |
+# | consistency loss | reconstruction error at a random level of [0, M-2], Karras weight, no target network (agent::
+#   policy_loss_fn) | same | - |
 # | Stage I / II weights | q_weight 0, bc_weight 1 (task1/run_learner_conrft_pretrain.sh) / q_weight 1.0, bc_weight
 #   0.1, constant (task1/run_learner_conrft.sh) | eta 0, beta 1 / eta 1, beta 0.1 | - |
-# | beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 stored in the config (agent::create), read nowhere | off;
-#   --beta-fade turns it on | an option, not official |
-# | Stage I critic | Cal-QL: alpha 0.1, 10 actions per kind (uniform, current, next), MC lower bound
-#   (agent::update_calql) | same | - |
-# | Stage I -> II | a new agent restores the parameters, "ignore the optimizer states"; target kept (train) | fresh
-#   Adam for actor and critic; target kept | - |
-# | Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option,
-#   not official |
-# | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent) | same | LayerNorm
-#   without learned scale and shift |
+# | beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 stored (agent::create), read nowhere | off; --beta-fade | - |
+# | Stage I critic | Cal-QL, alpha 0.1, 10 uniform / current / next actions, MC floor (agent::update_calql) | same | - |
+# | Stage I -> II | parameters restored, "ignore the optimizer states", target kept (train) | fresh Adam, same | - |
+# | Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option |
+# | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent); the state first
+#   through Dense 64 -> LayerNorm -> tanh, one for both (encoding.py::EncodingWrapper, use_proprio) | same, on the raw
+#   state unless --state-embed 64 | LayerNorm without learned scale and shift; the embedding not yet measured here |
 # | critic updates per actor update | cta_ratio 2, both stages (examples/experiments/config.py, train) | 2 | - |
-# | task reward | +10 at success, reward_neg -0.05 on every other step, demos included (task1/config.py,
-#   examples/record_demos_octo.py) | same on MetaWorld (--success-reward, --step-penalty); a MuJoCo env keeps its own
-#   reward | success from MetaWorld's flag, not a learned classifier |
-# | episode end | 100 steps (task1/config.py); the time limit is a termination, mask 0 (franka_env.py) | MetaWorld's
-#   500 steps, truncation bootstraps (mask 1); success terminates in both | the benchmark's evaluation protocol |
-# | discount | 0.98 (task1/config.py); online MC returns with FLAGS.gamma 0.95 (train) | 0.98 for TD and all MC returns
-#   | one discount throughout |
-# | batch; offline steps | 256, Stage II half demo, half online (examples/experiments/config.py, train); 20,000 (task1
-#   scripts) | same (the CPU benchmark: 4,000 offline steps) | CPU time |
-# | updates per env step | asynchronous actor and learner processes, no fixed ratio; the actor pulls parameters every
-#   50 learner steps; learning starts at 100 transitions (train, config.py) | 1 (with cta_ratio critic steps), the
-#   latest parameters; learning starts after the first episode | one process |
-# | evaluation actions | noise drawn, `argmax` ignored (agent::sample_actions, train) | noise drawn (--eval-noise); the
-#   SAC baseline's Gaussian at its mean | an MSE-trained Gaussian has an untrained std |
-# | interventions | a human with a SpaceMouse (train::actor) | scripted policy / shipped expert at random, or to the
-#   end of each episode that reaches --takeover-after steps, or when the policy's action strays from the expert's
-#   (--intervene-gap) | simulation |
+# | task reward | +10 at success, reward_neg -0.05 elsewhere, demos too (task1/config.py, record_demos_octo.py)
+#   | same on MetaWorld (--success-reward, --step-penalty); MuJoCo keeps its own | no learned classifier |
+# | episode end | 100 steps (task1/config.py); the time limit is a termination, mask 0 (franka_env.py::step) | the env's
+#   (MetaWorld: 500), truncations bootstrap; --episode-steps 100: official, the demos' ends too (evaluation keeps the
+#   env's limit); success terminates in both | the benchmark's evaluation protocol |
+# | discount | 0.98 (task1/config.py); online MC returns with gamma 0.95 (train) | 0.98 throughout | one discount |
+# | batch; offline steps | 256, Stage II half demo / half online (config.py, train); 20,000 (task1) | same | - |
+# | updates per env step | async actor and learner, parameters pulled every 50 learner steps, learning from 100
+#   transitions (train, config.py) | 1 learner step, latest parameters, learning after the first episode | one process |
+# | evaluation actions | noise drawn, argmax ignored (agent::sample_actions) | same (--eval-noise); SAC: its mean | - |
+# | interventions | a human with a SpaceMouse (train::actor) | scripted / shipped expert: at random, from step
+#   --takeover-after to the episode's end, or past an action gap --intervene-gap | simulation |
+# | SAC baseline | HIL-SERL: SAC from step 0, its std trained by the entropy term (sac.py) | Stage I: the mean by
+#   MSE, the std head by the demos' likelihood (gaussian_policy_loss); then HIL-SERL's SAC | NOT official: at Stage I's
+#   eta 0 an entropy term alone would push the std to its maximum |
 # | weight init | xavier_uniform (common/common.py::default_init) | PyTorch defaults | minor |
 
 

@@ -21,7 +21,7 @@ from conftest import ROOT
 
 def args(**kw):
     base = dict(num_sample_steps=1, gamma=0.95, cql_n_actions=4, cql_alpha=0.1, sigma_data=0.5, success_reward=10.0,
-                step_penalty=0.05)
+                step_penalty=0.05, episode_steps=0)
     return argparse.Namespace(**(base | kw))
 
 
@@ -65,7 +65,7 @@ def test_policy_loss_is_the_consistency_form_only_and_the_sac_baseline_has_its_o
     actor, critic = C.GaussianActor(5, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
     obs, act = torch.randn(8, 5), torch.rand(8, 2) * 2 - 1
     loss, l_bc, q = C.gaussian_policy_loss(actor, critic, obs, act, 1.0, 0.0)
-    assert torch.allclose(loss, ((torch.tanh(actor.dist(obs).mean) - act) ** 2).mean()) and q.item() == 0
+    assert torch.allclose(l_bc, ((torch.tanh(actor.dist(obs).mean) - act) ** 2).mean()) and q.item() == 0
     loss, _, q = C.gaussian_policy_loss(actor, critic, obs, act, 0.1, 1.0)
     assert q.item() != 0 and torch.isfinite(loss)
 
@@ -228,7 +228,7 @@ def test_gaussian_actor_log_prob_and_sac_losses():
     a, logp = actor(obs)
     assert a.shape == (16, 3) and logp.shape == (16,) and a.abs().max() < 1
     # the log-probability of the sampled action, recomputed from the action alone, matches the sampler's
-    assert torch.allclose(actor.log_prob(obs, a.detach()), logp.detach(), atol=1e-2)
+    assert torch.allclose(actor.tanh_log_prob(actor.dist(obs), torch.atanh(a.detach())), logp.detach(), atol=1e-2)
     assert actor.sample(obs, noise=False).shape == (16, 3)
     b = {"observations": obs, "actions": torch.rand(16, 3) * 2 - 1, "rewards": torch.ones(16),
          "next_observations": torch.randn(16, 5), "masks": torch.ones(16)}
@@ -564,3 +564,95 @@ def test_store_episode_sends_interventions_to_both_buffers():
     assert np.allclose(online_buf.d["masks"][:4], [1, 1, 1, 0])
     assert demo_buf.size == 2 and np.allclose(demo_buf.d["observations"][:2, 0], [1, 2])
     assert np.allclose(demo_buf.d["mc_returns"][:2], mc[1:3]) and np.allclose(demo_buf.d["actions"][:2, 0], [0.1, 0.2])
+
+
+# ---- the official episode end and critic, behind flags (--episode-steps, --state-embed) ----
+def test_demo_masks_count_every_episode_end_as_done_with_episode_steps():
+    """Default: a demo episode that ends by truncation bootstraps (mask 1); with --episode-steps every episode end
+    is done (mask 0), as the official time limit; a termination is mask 0 either way."""
+    demos = {"observations": np.zeros((5, 3), np.float32), "next_observations": np.zeros((5, 3), np.float32),
+             "actions": np.zeros((5, 2), np.float32), "rewards": np.zeros(5, np.float32),
+             "terminations": np.float32([0, 1, 0, 0, 0]), "truncations": np.float32([0, 0, 0, 0, 1])}
+    assert C.demo_rows(demos, True, args())["masks"].tolist() == [1, 0, 1, 1, 1]
+    assert C.demo_rows(demos, True, args(episode_steps=3))["masks"].tolist() == [1, 0, 1, 1, 0]
+
+
+def test_critic_state_embedding_is_the_official_dense_layernorm_tanh():
+    """embed > 0: the state goes through one Dense(embed) -> LayerNorm -> tanh shared by the E critics (the official
+    EncodingWrapper's proprio branch), and the Q MLP sees [embedding, action]; embed 0: the raw state, no parameters."""
+    torch.manual_seed(0)
+    plain, critic = C.CriticEnsemble(5, 2, 2, 32), C.CriticEnsemble(5, 2, 2, 32, embed=64)
+    assert not list(plain.embed.parameters()) and plain.l1.weight.shape == (2, 7, 32)
+    assert [type(m).__name__ for m in critic.embed] == ["Linear", "LayerNorm", "Tanh"]
+    assert critic.embed[0].in_features == 5 and critic.embed[0].out_features == 64
+    assert critic.l1.weight.shape == (2, 66, 32)
+    seen = {}
+    critic.l1.register_forward_pre_hook(lambda m, inp: seen.__setitem__("x", inp[0]))
+    obs, act = torch.randn(4, 5), torch.rand(4, 2)
+    assert critic(obs, act).shape == (2, 4, 1) and critic(obs, torch.rand(4, 3, 2)).shape == (2, 4, 3)
+    critic(obs, act)
+    emb = torch.tanh(torch.nn.functional.layer_norm(critic.embed[0](obs), (64,), critic.embed[1].weight,
+                                                    critic.embed[1].bias))
+    assert torch.allclose(seen["x"][0], torch.cat([emb, act], -1)) and torch.equal(seen["x"][0], seen["x"][1])
+
+
+def test_main_with_episode_steps_and_state_embed(tmp_path, monkeypatch):
+    """--episode-steps 3: training episodes (ToyReach, success needs 4 expert steps) end at step 3 with mask 0, the
+    time limit counted as done; evaluation keeps the env's own limit. --state-embed 16: the critic and its target
+    carry the embedding. Both are off by default (test_episode_ends_masks_and_takeover_reset: truncations mask 1)."""
+    limits, episodes = [], []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(C, "make_env", lambda env_id, seed, max_episode_steps=None: (
+        limits.append(max_episode_steps), lambda: gym.wrappers.RecordEpisodeStatistics(
+            gym.wrappers.TimeLimit(ToyReach(), max_episode_steps or 6)))[1])
+    monkeypatch.setattr(C, "make_expert", lambda env_id, data_dir: TOY_EXPERT)
+    real_store = C.store_episode
+    monkeypatch.setattr(C, "store_episode", lambda ep, *a: (episodes.append(list(ep)), real_store(ep, *a)))
+    monkeypatch.setattr(sys, "argv", ["conrft.py", "--env-id", "metaworld/toy-v3", "--demo-path",
+                                      toy_demos(tmp_path / "d.npz"), "--offline-steps", "2", "--online-steps", "12",
+                                      "--eval-every", "1000", "--eval-episodes", "1", "--cql-n-actions", "2",
+                                      "--hidden", "8", "--batch-size", "8", "--intervene-prob", "1.0",
+                                      "--episode-steps", "3", "--state-embed", "16"])
+    threads = torch.get_num_threads()
+    try:
+        assert C.main() == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert limits[0] == 3 and None in limits[1:]  # the training env, then evaluate()'s
+    assert len(episodes) == 4 and all([e[4] for e in ep] == [1.0, 1.0, 0.0] for ep in episodes)
+    saved = torch.load(glob.glob("runs/*/model.pt")[0], weights_only=False)
+    for key in ("critic", "target_critic"):
+        assert saved[key]["embed.0.weight"].shape == (16, 3) and saved[key]["l1.weight"].shape[1] == 16 + 2
+
+
+def test_negative_episode_steps_or_state_embed_end_in_one_sentence():
+    for field in ("episode_steps", "state_embed"):
+        with pytest.raises(SystemExit, match="neither may be negative"):
+            C.Args(**{field: -1})
+
+
+def test_sac_stage_one_trains_the_std_by_the_demos_likelihood_and_the_mean_by_mse():
+    """Stage I of the SAC baseline (eta 0, as official): the log-std head gets a gradient (before: none, so its std
+    stayed at its initial ~1), from -log N(a; m, ((1 - m^2) std)^2), m = tanh(mean) held fixed, the std head on
+    fixed trunk features: mean head and trunk get exactly the MSE's gradient. Trained, the std fits the spread."""
+    torch.manual_seed(0)
+    actor, critic = C.GaussianActor(5, 2, 32), C.CriticEnsemble(5, 2, 2, 32)
+    obs, act = torch.randn(64, 5), torch.rand(64, 2) * 1.6 - 0.8
+    loss, l_bc, _ = C.gaussian_policy_loss(actor, critic, obs, act, 0.5, 0.0)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in actor.named_parameters()}
+    assert grads["log_std.weight"].abs().sum() > 0
+    m, s = torch.tanh(actor.dist(obs).mean), actor.dist(obs).stddev
+    want = l_bc + (-torch.distributions.Normal(m, (1 - m**2) * s).log_prob(act)).sum(-1).mean()
+    assert torch.allclose(loss, 0.5 * want)
+    actor.zero_grad()
+    (0.5 * ((torch.tanh(actor.dist(obs).mean) - act) ** 2).mean()).backward()
+    assert all(torch.allclose(grads[n], p.grad) for n, p in actor.named_parameters() if not n.startswith("log_std"))
+    # demos a = tanh(u) with u = 0.3 x_0 + 0.1 noise: the pre-tanh std the head learns comes near 0.1 (from ~1)
+    obs = torch.randn(512, 5)
+    act = torch.tanh(0.3 * obs[:, :2] + 0.1 * torch.randn(512, 2))
+    opt = torch.optim.Adam(actor.parameters(), lr=1e-2)
+    for _ in range(200):
+        C.gradient_step(opt, C.gaussian_policy_loss(actor, critic, obs, act, 1.0, 0.0)[0])
+    std = actor.dist(obs).stddev.median().item()
+    assert 0.07 < std < 0.15, std
