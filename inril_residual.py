@@ -10,7 +10,7 @@ Equations / idea -> code
     Network separation (Sec. 4.3): a = base(s) + scale * u, u ~ pi_res(. | s, base(s)) = N(r(s, base(s)), std), r's
         last layer zero as in ResiP (fine-tuning starts at the BC policy) -> BasePolicy, Residual, act_combined()
     L_RL: PPO's clipped surrogate on log pi_res(u | s, a_base), GAE advantages, plus ResiP's penalty on the residual
-        mean l1 * |r| + l2 * r^2 (l1 = 0, l2 = 0.01)   -> rl_loss(), clipped_surrogate(), gae(), residual_penalty()
+        mean l1 * |r| + l2 * r^2 (l1 0, l2 0.01; MuJoCo: 0) -> rl_loss(), clipped_surrogate(), gae(), residual_penalty()
         the critic V(s, a_base) sees the base action too (ResiP): 0.5 (V - R)^2 -> value_loss(), gradient_step()
     Interleaved update (Sec. 4.1), alpha_RL and alpha_IL in two Adam states (--il-mode none: m = infinity):
         m(t) RL steps theta_res <- theta_res - alpha_RL grad L_RL, then one IL step theta_base <- theta_base - alpha_IL
@@ -75,10 +75,10 @@ class Args:
     clip_coef: float = 0.2  # PPO clip
     max_grad_norm: float = 0.5  # gradient clipping
     target_kl: float = 0.1  # stop the epoch loop when the approximate KL exceeds this
-    residual_scale: float = 0.1  # scale of the residual in action units (actions live in [-1, 1])
-    residual_log_std: float = -1.5  # initial log std of u before the scale (ResiP's init_logstd; std = scale * e^it)
+    residual_scale: float | None = None  # residual scale in action units; None: ResiP's 0.1 on MetaWorld, else 1.0
+    residual_log_std: float | None = None  # initial log std of u (std = scale e^it); None: ResiP's -1.5 / else -0.693
     residual_l1: float = 0.0  # penalty l1 * mean |r(s, a_base)| on the residual mean (ResiP's residual_l1)
-    residual_l2: float = 0.01  # penalty l2 * mean r(s, a_base)^2 on the residual mean (ResiP's residual_l2)
+    residual_l2: float | None = None  # penalty l2 * mean r(s, a_base)^2 on r's mean; None: ResiP's 0.01 / else 0
     critic_warmup_iters: int = 5  # rollouts at the start that train only the value net (policy frozen, no IL steps)
     il_mode: Literal["interleave", "none", "regularize"] = "interleave"  # IN-RIL, or a baseline (docstring)
     m: int = 10  # RL steps on the residual (PPO minibatches) per IL step on the base: 10 -> ~8 per rollout
@@ -98,6 +98,9 @@ class Args:
             raise SystemExit("--m, --m-min, --m-max need m >= 1 and 1 <= m_min <= m_max (RL alone: --il-mode none).")
         if self.sparse_reward and not self.env_id.startswith("metaworld/"):
             raise SystemExit("--sparse-reward needs a MetaWorld env (metaworld/<task>-v3), whose steps flag success.")
+        defaults = (0.1, -1.5, 0.01) if self.env_id.startswith("metaworld/") else (1.0, -0.6931, 0.0)  # fidelity table
+        self.residual_scale, self.residual_log_std, self.residual_l2 = (d if v is None else v for v, d in zip(
+            (self.residual_scale, self.residual_log_std, self.residual_l2), defaults))
         if self.residual_scale <= 0 or min(self.residual_l1, self.residual_l2) < 0:
             raise SystemExit("--residual-scale must be positive and --residual-l1, --residual-l2 non-negative.")
 
@@ -675,13 +678,12 @@ class Logger:
 # | design choice | official (source) | this file | why different |
 # |---|---|---|---|
 # | residual, critic input | concat(obs, base action) (src/models/residual.py, src/train/residual_ppo.py) | same | - |
-# | residual output | scale 0.1, zero head (action_head_std 0.0, src/config/actor/residual_mlp.yaml) | same | - |
-# | residual initial log std | -1.5 learned (actor/residual_mlp.yaml; rl/residual_ppo.yaml until e37811d); -1.0 fixed
-#   (actor/residual_diffusion.yaml); -3.5 (rl/residual_ppo.yaml @4ae40a1, May 2024) | -1.5 (std 0.022), learned |
-#   -3.5 is std 0.003 in action units: ResiP runs 1e8+ env steps on 1,024 envs, here 1e5-3e5 steps must explore |
-# | residual penalty | l1 0.0, l2 0.01 on the unscaled residual mean (rl/residual_ppo.yaml, train/residual_ppo.py;
-#   @4ae40a1 residual_regularization 0.01 on the L2; both 0.0 in the newest src/config/base_residual_rl.yaml) | l1 0,
-#   l2 0.01 (--residual-l1, --residual-l2) | keeps the residual a small correction of the base |
+# | residual output | scale 0.1, zero head (src/config/actor/residual_mlp.yaml) | same; MuJoCo: scale 1.0 | see below |
+# | residual log std (init) | -1.5 learned (actor/residual_mlp.yaml; rl/residual_ppo.yaml until e37811d); -1.0 fixed
+#   (actor/residual_diffusion.yaml); -3.5 (rl/residual_ppo.yaml @4ae40a1) | learned; MetaWorld -1.5 (std 0.022);
+#   MuJoCo -0.693 (std 0.5 at scale 1) | ResiP's values were made for small delta-pose corrections; on Hopper's absolute
+#   torques they barely move (300k steps, seed 1: 1224 -> 1221), std 0.5 at scale 1 reaches 3256 (residual_sweep/) |
+# | residual penalty | l1 0, l2 0.01 on r's mean (rl/residual_ppo.yaml) | same; MuJoCo: l2 0 | any correction size |
 # | value-only warm-up | n_iterations_train_only_value 5 (rl/residual_ppo.yaml @4ae40a1; 0 later) | 5 rollouts | - |
 # | networks | actor, critic 2 x 256 ReLU (actor/residual_mlp.yaml); base diffusion or MLP | all 2 x 256 ReLU | - |
 # | PPO | actor lr 3e-4, critic lr 5e-3, gamma 0.999, clip 0.2, target KL 0.1, max grad norm 1.0, 1,024 envs x 700

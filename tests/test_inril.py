@@ -295,11 +295,16 @@ def test_cycle_reads_as_the_update_rule_in_both_files(mod):
 
 
 # ---- the residual ----
-def test_residual_defaults_follow_resip():
-    a = R.Args()
+def test_residual_defaults_follow_resip_on_metaworld_and_explore_on_mujoco():
+    a = R.Args(env_id="metaworld/pick-place-v3")  # ResiP's residual, made for small corrections in manipulation
     assert a.residual_log_std == -1.5 and a.residual_scale == 0.1 and a.residual_l2 == 0.01 and a.residual_l1 == 0.0
     assert a.critic_warmup_iters == 5 and P.Args().critic_warmup_iters == 5
     assert a.residual_scale * np.exp(a.residual_log_std) < 0.03  # exploration std in action units: a small correction
+    h = R.Args(env_id="Hopper-v4")  # absolute torques: std 0.5 in action units, no penalty (benchmarks/inril/residual_sweep)
+    assert (h.residual_scale, h.residual_log_std, h.residual_l2) == (1.0, -0.6931, 0.0)
+    assert abs(h.residual_scale * np.exp(h.residual_log_std) - 0.5) < 1e-4
+    given = R.Args(env_id="Hopper-v4", residual_scale=0.1, residual_log_std=-1.5, residual_l2=0.01)  # flags win
+    assert (given.residual_scale, given.residual_log_std, given.residual_l2) == (0.1, -1.5, 0.01)
 
 
 def test_residual_penalty_and_critic_input():
@@ -443,7 +448,8 @@ def tiny_run(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(mod.__name__)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        mp.setattr(sys, "argv", [mod.__name__, *TINY])
+        scale = ["--residual-scale", "0.1", "--residual-log-std", "-1.5"] if mod is R else []  # scale != 1: visible
+        mp.setattr(sys, "argv", [mod.__name__, *TINY, *scale])
         mp.setattr(mod, "rl_step", recorded("RL", mod.rl_step))
         mp.setattr(mod, "il_step", recorded("IL", mod.il_step))
         mp.setattr(mod, "measure_rho", measure_rho)

@@ -467,6 +467,12 @@ GRAPE = [
 # ---- inril_pcgrad.py and inril_residual.py ----
 _P, _R, _T = "inril_pcgrad.py", "inril_residual.py", "tests/test_inril.py::"
 INRIL = [
+    M(_R, "mujoco-residual-is-resip", "residual on MuJoCo: scale 1, std 0.5, no L2 (not ResiP's)",
+      "else (1.0, -0.6931, 0.0)", "else (0.1, -1.5, 0.01)",
+      (_T + "test_residual_defaults_follow_resip_on_metaworld_and_explore_on_mujoco",)),
+    M(_R, "residual-defaults-ignore-env", "ResiP's residual on MetaWorld, the wider one on MuJoCo",
+      'if self.env_id.startswith("metaworld/") else', 'if self.env_id.startswith("Meta-World/") else',
+      (_T + "test_residual_defaults_follow_resip_on_metaworld_and_explore_on_mujoco",)),
     M(_P, "il-step-after-m-plus-1", "update rule (Sec. 4.1): one IL step after every m(t) RL steps",
       "if interleave and since_il >= m_t:", "if interleave and since_il > m_t:",
       (_T + "test_main_one_il_step_after_every_m_rl_steps[pcgrad]",)),
