@@ -24,7 +24,11 @@ KEYS = ("eval/return", "eval/train_sim_return", "eval/sim_return", "tracking/sim
 
 def gap_name(a):
     parts = [f"{n} x{a[k]:g}" for n, k in (("mass", "mass_scale"), ("friction", "friction_scale"), ("gear", "gear_scale")) if a[k] != 1]
-    return ", ".join(parts + ([f"delay {a['action_delay']}"] if a["action_delay"] else [])) or "none"
+    parts += [f"delay {a['action_delay']}"] if a["action_delay"] else []
+    parts += [f"dead zone {a['dead_zone']:g}"] if a.get("dead_zone") else []
+    parts += [f"saturation {a['saturation']:g}"] if a.get("saturation", 1.0) != 1.0 else []
+    parts += [f"low-pass {a['action_lowpass']:g}"] if a.get("action_lowpass") else []
+    return ", ".join(parts) or "none"
 
 
 def collect():
@@ -37,6 +41,9 @@ def collect():
             for step, key, value in list(csv.reader(f))[1:]:
                 if key in KEYS:
                     rows.append((gap_name(a), a["method"], a["seed"], int(step), key, float(value)))
+    new_gaps = {r[0] for r in rows}  # keep the committed rows of the gaps not run this time
+    if os.path.exists(os.path.join(HERE, "results.csv")):
+        rows = [r for r in load() if r[0] not in new_gaps] + rows
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         w = csv.writer(out)
         w.writerow(["gap", "method", "seed", "step", "key", "value"])
