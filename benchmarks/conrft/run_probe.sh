@@ -20,10 +20,10 @@
 # Cost measured on this 2-core machine beside two other jobs, one thread: Stage I 6.6 steps/s with 4 Cal-QL actions
 # (4k: about 11 min with its evaluations), 2.5 steps/s with 10 (20k: about 2 h 15 min); the probe about 4 min per
 # checkpoint. In all about 5 h with JOBS=1 (default), about 2.5-3 h with JOBS=2 (Stage I trainings two at a time).
-# Run from anywhere: bash benchmarks/conrft/run_probe.sh
+# Run from anywhere: bash benchmarks/conrft/run_probe.sh   (REGIMES="4k" for the 4k checkpoints alone)
 set -euo pipefail
 cd "$(dirname "$0")"
-export SEEDS="${SEEDS:-1 2}" OMP_NUM_THREADS=1
+export SEEDS="${SEEDS:-1 2}" REGIMES="${REGIMES:-4k 20k}" OMP_NUM_THREADS=1
 find_ckpt() {  # seed offline_steps cql_n_actions: a finished pick-place Stage I model.pt with these settings
   python - "$@" <<'EOF' 2>/dev/null || true
 import glob, sys, torch
@@ -49,11 +49,15 @@ train() {  # seed offline_steps cql_n_actions name: train that Stage I into crit
 }
 export -f find_ckpt train
 mkdir -p critic_probe
-for seed in $SEEDS; do echo "$seed 4000 4 stage1_4k"; echo "$seed 20000 10 stage1_20k_cql10"; done |
+for seed in $SEEDS; do
+  [[ " $REGIMES " == *" 4k "* ]] && echo "$seed 4000 4 stage1_4k"
+  [[ " $REGIMES " == *" 20k "* ]] && echo "$seed 20000 10 stage1_20k_cql10"
+done |
   xargs -P "${JOBS:-1}" -L 1 bash -c 'train $0 $1 $2 $3'
 specs=()
 for regime in "4k 4000 4" "20k 20000 10"; do
   set -- $regime
+  [[ " $REGIMES " == *" $1 "* ]] || continue
   for seed in $SEEDS; do
     ckpt=$(find_ckpt "$seed" "$2" "$3")
     [ -n "$ckpt" ] || { echo "no Stage I checkpoint for $1 seed $seed (see critic_probe/*.log)" >&2; exit 1; }
