@@ -52,6 +52,7 @@ mkdir -p critic_probe
 for seed in $SEEDS; do
   [[ " $REGIMES " == *" 4k "* ]] && echo "$seed 4000 4 stage1_4k"
   [[ " $REGIMES " == *" 20k "* ]] && echo "$seed 20000 10 stage1_20k_cql10"
+  true
 done |
   xargs -P "${JOBS:-1}" -L 1 bash -c 'train $0 $1 $2 $3'
 specs=()
