@@ -121,10 +121,8 @@ def karras_sigmas(num_scales, sigma_min, sigma_max, rho):
 
 def mlp(inp, hidden, layers=2):
     """The official policy trunk (mlp.py::MLP, use_layer_norm, tanh): (Dense -> LayerNorm -> tanh) x layers."""
-    mods = []
-    for i in range(layers):
-        mods += [nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.Tanh()]
-    return nn.Sequential(*mods)
+    mods = [(nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.Tanh()) for i in range(layers)]
+    return nn.Sequential(*(m for layer in mods for m in layer))
 
 
 class TimeEmbedding(nn.Module):
@@ -272,9 +270,7 @@ def mc_returns(rewards, ends, gamma):
 def task_reward(success, env_reward, sparse, success_reward, step_penalty):
     """The official task reward on MetaWorld: success_reward at the success step, -step_penalty on every other
     step, for demos and online data alike (arrays or scalars); a gymnasium MuJoCo env keeps its own reward."""
-    if not sparse:
-        return env_reward
-    return np.where(np.asarray(success) > 0, success_reward, -step_penalty).astype(np.float32)
+    return np.where(np.asarray(success) > 0, success_reward, -step_penalty).astype(np.float32) if sparse else env_reward
 
 
 def demo_rows(demos, sparse, args):
@@ -431,8 +427,7 @@ def main():
     actor_opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr)
     episode = []  # this episode's (obs, action, reward, next_obs, mask, by_expert), stored when it ends
-    takeover_left = 0  # expert steps left in the current takeover
-    expert_steps = 0  # steps the expert acted since the intervention rate was last logged
+    takeover_left, expert_steps = 0, 0  # expert steps left in the takeover; expert steps since the rate was logged
     obs, _ = env.reset(seed=args.seed)
     online_steps = 0 if bc_only else args.online_steps  # baseline: BC has no Stage II
     pbar = tqdm(range(online_steps), desc="stage II (online)")

@@ -297,9 +297,7 @@ def main():
         return should_intervene(q_l, q_r, args.intervene_alpha, args.intervene_beta, rng.random())
 
     obs, _ = env.reset(seed=args.seed)
-    pending = None  # this episode's previous step, stored one step late: its label depends on who acts now
-    prev_expert = False  # the expert acted the previous step
-    takeover_left = 0  # expert steps still due in the current takeover
+    pending, prev_expert, takeover_left = None, False, 0  # the previous step, stored one step late (step_decision())
     n_takeovers, n_expert_steps, n_minus_one, window = 0, 0, 0, []
     pbar = tqdm(range(args.total_timesteps), desc=f"{args.algo} ({args.expert_level} expert, {args.intervention})")
     for global_step in log.steps(pbar):  # stops early on SIGINT/SIGTERM (Logger)
@@ -590,8 +588,6 @@ class Logger:
 
 
 # ==== RLPD's agent as in rlpd.py: networks (plus --num-layers), losses, update steps (word for word, tested), data ====
-
-# ---- networks ----
 class EnsembleLinear(nn.Module):
     """E independent linear layers as one batched matmul: (E, B, inp) -> (E, B, out)."""
 
@@ -622,12 +618,9 @@ class CriticEnsemble(nn.Module):
 
     def __init__(self, obs_dim, act_dim, num_qs, hidden=256, layer_norm=True, num_layers=3):
         super().__init__()
-        self.num_qs = num_qs
+        self.num_qs, dims = num_qs, [obs_dim + act_dim] + [hidden] * num_layers
         norm = (lambda: EnsembleLayerNorm(num_qs, hidden)) if layer_norm else nn.Identity
-        layers, inp = [], obs_dim + act_dim
-        for _ in range(num_layers):
-            layers += [EnsembleLinear(num_qs, inp, hidden), norm(), nn.ReLU()]
-            inp = hidden
+        layers = [m for i in range(num_layers) for m in (EnsembleLinear(num_qs, dims[i], hidden), norm(), nn.ReLU())]
         self.net = nn.Sequential(*layers, EnsembleLinear(num_qs, hidden, 1))
 
     def forward(self, obs, act):
