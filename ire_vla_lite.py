@@ -405,10 +405,10 @@ def make_env(env_id: str, seed: int, max_episode_steps: int | None = None):
     def thunk():
         try:
             if env_id.startswith("metaworld/"):
-                import metaworld  # noqa: F401  (registers the Meta-World/* ids)
+                import metaworld  # its own time limit sits inside its episode statistics (gym.make's would not)
 
-                env = gym.make("Meta-World/MT1", env_name=env_id.split("/", 1)[1], seed=seed,  # has episode stats
-                               terminate_on_success=True, max_episode_steps=max_episode_steps or 500)
+                env = metaworld.make_mt_envs(env_id.split("/", 1)[1], seed=seed, terminate_on_success=True,
+                                             max_episode_steps=max_episode_steps or 500)
             else:
                 env = gym.wrappers.RecordEpisodeStatistics(gym.make(env_id, max_episode_steps=max_episode_steps))
         except (gym.error.Error, ValueError, KeyError, ImportError) as e:

@@ -55,6 +55,19 @@ def test_unknown_env_id_is_one_sentence():
         make_env("metaworld/nothing-v3", 0)()
 
 
+@pytest.mark.parametrize("limit", [None, 7])
+def test_metaworld_time_limit_ends_with_episode_statistics(limit):
+    """A shorter --episode-steps on MetaWorld truncates at that step and still reports info["episode"] (a limit
+    outside MetaWorld's episode statistics once crashed conrft.py's first truncated episode)."""
+    env = make_env("metaworld/reach-v3", 0, limit)()
+    env.reset(seed=0)
+    for t in range(1, 501):
+        _, _, term, trunc, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        if term or trunc:
+            break
+    assert (t, trunc) == (limit or 500, True) and info["episode"]["l"] == t
+
+
 def test_missing_policy_file():
     with pytest.raises(SystemExit, match="Policy file x.npz not found"):
         load_policy("x.npz")
