@@ -3,8 +3,10 @@
 # run's step-0 real evaluation); SysID iterates its coordinate search until the scales stop changing (>= 4 rounds).
 # Two jobs at a time (through $SLOT, a CPU-slot wrapper, if set); then summarize.py -> results.csv, results.md, plot.png
 # (rows of gaps not run this time are kept from the committed results.csv).
-# GAPS (one gap's flags per line) picks the gaps; the actuator gaps outside SysID's family were run as
-#   GAPS=$'--dead-zone 0.2\n--action-lowpass 0.5' bash benchmarks/asap/run.sh
+# GAPS (one gap's flags per line) picks the gaps (--mass-scale defaults to 1.5: give --mass-scale 1.0 for a gap without
+# it). The actuator gaps were run as
+#   GAPS=$'--dead-zone 0.2\n--action-lowpass 0.5' bash benchmarks/asap/run.sh    (with the heavier torso: "mass x1.5, ...")
+#   GAPS='--mass-scale 1.0 --dead-zone 0.2' JOBS=1 bash benchmarks/asap/run.sh     (the dead zone alone)
 set -euo pipefail
 cd "$(dirname "$0")"
 GAPS=${GAPS:-$'--mass-scale 1.5\n--mass-scale 1.0 --gear-scale 0.8'}
@@ -15,5 +17,5 @@ for gap in "${GAP_LIST[@]}"; do for seed in 1 2 3; do for m in asap sysid finetu
   jobs+=("../../asap_delta.py --method $m --seed $seed $gap $COMMON")
 done; done; done
 rm -rf logs runs && mkdir -p logs
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} ${SLOT:-} sh -c 'python -W ignore {} > "logs/$(echo "{}" | md5sum | cut -c1-8).log" 2>&1 && echo "done: {}"'
+printf '%s\n' "${jobs[@]}" | xargs -P "${JOBS:-2}" -I{} ${SLOT:-} sh -c 'python -W ignore {} > "logs/$(echo "{}" | md5sum | cut -c1-8).log" 2>&1 && echo "done: {}"'
 python summarize.py
