@@ -92,8 +92,11 @@ def main():
             "return in the sim the method fine-tunes in (a good alignment makes it close to the real return before "
             "fine-tuning):", "", "| gap | method | seeds | sim return | real return before (direct transfer) | pre-trained in its sim | "
             "real return after fine-tuning |", "|---|---|---|---|---|---|---|"]
-    fig, axes = plt.subplots(1, len(gaps), figsize=(6 * len(gaps), 4), squeeze=False)
-    for ax, gap in zip(axes[0], gaps):
+    cols = min(3, len(gaps))
+    fig, axes = plt.subplots(-(-len(gaps) // cols), cols, figsize=(6 * cols, 4 * -(-len(gaps) // cols)), squeeze=False)
+    for ax in axes.flat[len(gaps):]:
+        ax.axis("off")
+    for ax, gap in zip(axes.flat, gaps):
         for method in ("finetune-sim", "sysid", "asap"):
             curves = [sorted(r["eval/return"]) for k, r in sorted(runs.items()) if k[0] == gap and k[1] == method]
             if not curves:
