@@ -643,7 +643,7 @@ def check_args(args) -> str:
 # | robot, "real" | Unitree G1; IsaacGym -> IsaacSim/Genesis, real robot | MuJoCo Hopper, "real" = changed mass / gear /
 #   friction / delay (PhysicsGap); NOT official, off by default: actuator dead zone + saturation, low-pass filter on
 #   actions | runs on a CPU; sim-to-sim as the paper's own checks; the actuator gaps are dynamics outside SysID's family
-#   (the issue: a gap SysID's grid holds decides the comparison by construction); not yet benchmarked |
+#   (a gap that SysID's grid holds decides the comparison by construction); benchmarked alone and with mass x1.5 |
 # | delta model inputs | actor_obs: base height, foot contact forces, base linear and angular velocity, projected
 #   gravity, joint positions and velocities, its own previous action (`actions`) and the real action
 #   (`actions_open_loop`) (config/obs/delta_a/open_loop.yaml, envs/delta_a/delta_a_open_loop.py) | the hopper's sim
