@@ -84,7 +84,8 @@ def main():
             steps = sorted({s for c in curves for s in c})
             mat = np.array([[c.get(s, np.nan) for s in steps] for c in curves])
             if key == "charts/intervention_rate":  # 1k windows, smoothed over 10k for the plot
-                mat = np.array([np.convolve(r, np.ones(10) / 10, mode="same") for r in mat])
+                mat = np.array([np.convolve(r, np.ones(10), "same") / np.convolve(np.ones_like(r), np.ones(10), "same")
+                                for r in mat])  # the edges averaged over the windows they have
             mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
             ax.plot(steps, mean, label=algo, color=COLORS[algo], marker="o" if key == "eval/return" else None, ms=3)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.15, color=COLORS[algo])
