@@ -5,6 +5,8 @@ write a table (results.md) and plot.png. Runs are labelled by their --exp-name (
                                                                  diagnostics.csv, results.md, plot.png here)
     python benchmarks/inril/summarize.py --metaworld DIR        (run_metaworld.sh calls it: DIR/runs/ ->
                                                                  DIR/results.csv in long format, results.md, plot.png)
+    python benchmarks/inril/summarize.py --dir DIR              (the same for DIR/runs/ -> DIR/results.csv, ...;
+                                                                 residual_defaults/ was made so)
     add --from-csv to either to re-make the table and plot from the committed CSVs
 """
 import csv
@@ -90,6 +92,9 @@ def at(curve, step):
 
 
 def main():
+    global HERE
+    if "--dir" in sys.argv:  # locomotion runs in another folder (run.sh's outputs copied there)
+        HERE = os.path.abspath(sys.argv[sys.argv.index("--dir") + 1])
     if "--metaworld" in sys.argv:
         return metaworld(sys.argv[sys.argv.index("--metaworld") + 1])
     rows, diag = load() if "--from-csv" in sys.argv else collect()
