@@ -7,6 +7,9 @@
 # seed, step, key, value), $OUT/results.md and $OUT/plot.png (success, rho and m(t) over steps).
 #   bash benchmarks/inril/run_metaworld.sh
 #   STEPS=30000 TASKS=pick-place-v3 SEEDS=1 VARIANTS="rl_only residual_dyn" OUT=/tmp/x bash .../run_metaworld.sh
+# The 1M-step benchmark (issue 25; pcgrad_m10_noproj is --no-project-step, the surgery on the gradients alone):
+#   STEPS=1000000 EVAL_EVERY=50000 TASKS=pick-place-v3 VARIANTS="rl_only bc_reg pcgrad_m10 pcgrad_m10_noproj
+#   pcgrad_dyn residual_m10" OUT=metaworld_1m bash benchmarks/inril/run_metaworld.sh   (about 26 min per run alone)
 # JOBS runs in parallel (1 torch thread each); LAUNCH prefixes every job (e.g. LAUNCH=/tmp/coord/slot.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +18,7 @@ STEPS=${STEPS:-100000}
 TASKS=${TASKS:-"pick-place-v3 push-v3"}
 SEEDS=${SEEDS:-"1 2 3"}
 DEMOS=${DEMOS:-5}
+EVAL_EVERY=${EVAL_EVERY:-10000}
 JOBS=${JOBS:-2}
 LAUNCH=${LAUNCH:-}
 OUT=${OUT:-metaworld}
@@ -24,13 +28,14 @@ declare -A CMD=(
   [rl_only]="inril_pcgrad.py --il-mode none"
   [bc_reg]="inril_pcgrad.py --il-mode regularize --bc-coef 0.1"
   [pcgrad_m10]="inril_pcgrad.py --m 10"
+  [pcgrad_m10_noproj]="inril_pcgrad.py --m 10 --no-project-step"
   [pcgrad_dyn]="inril_pcgrad.py --m 10 --dynamic-m"
   [res_rl_only]="inril_residual.py --il-mode none"
   [res_bc_reg]="inril_residual.py --il-mode regularize --bc-coef 0.1"
   [residual_m10]="inril_residual.py --m 10"
   [residual_dyn]="inril_residual.py --m 10 --dynamic-m"
 )
-COMMON="--sparse-reward --num-demo-episodes $DEMOS --bc-steps 3000 --total-timesteps $STEPS --eval-every 10000 \
+COMMON="--sparse-reward --num-demo-episodes $DEMOS --bc-steps 3000 --total-timesteps $STEPS --eval-every $EVAL_EVERY \
 --eval-episodes 10 --threads 1"
 jobs=()
 for task in $TASKS; do for seed in $SEEDS; do for v in $VARIANTS; do

@@ -26,6 +26,7 @@ from runs_io import read_runs  # noqa: E402
 
 # --exp-name of each variant in run.sh / run_metaworld.sh -> label
 LABELS = {"rl_only": "RL-only", "bc_reg": "RL + BC reg.", "pcgrad_m10": "IN-RIL pcgrad",
+          "pcgrad_m10_noproj": "IN-RIL pcgrad, no step projection",
           "pcgrad_dyn": "IN-RIL pcgrad, dynamic m", "res_rl_only": "residual RL-only",
           "res_bc_reg": "residual + BC reg.", "residual_m10": "IN-RIL residual",
           "residual_dyn": "IN-RIL residual, dynamic m"}
