@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# ConRFT in the official regime (cccedric/conrft, task1 config + pre-training script), pick-place-v3, seeds SEEDS
+# (default 1 2), and critic_probe.py on its Stage I checkpoints:
+#   Stage I  (STAGE=1): 20,000 steps at batch 256, Cal-QL with 10 sampled actions per kind, eta 0 / beta 1, the
+#            critic's state embedding (--state-embed 64: Dense 64 -> LayerNorm -> tanh before the Q MLP) and
+#            --episode-steps 100 (Stage I reads no env transitions: all 20 demos end in success, so masks and MC
+#            returns are the same with or without it; it is stored in the checkpoint for Stage II and the probe).
+#            Each finished model.pt is copied to official/stage1_s<seed>.pt (1.7 MB, committed), so Stage II can run
+#            in a later session.
+#   Stage II (STAGE=2): from official/stage1_s<seed>.pt, 20,000 env steps, 100-step training episodes whose time
+#            limit is done (mask 0), eta 1 / beta 0.1, the plain TD critic, random takeovers by the scripted expert
+#            (p 0.02 per step, 10 steps), 10 evaluation episodes every 2,500 env steps (evaluation keeps the env's
+#            500-step limit, as in every other ConRFT row); then critic_probe.py on the same checkpoints (its
+#            frozen-critic Stage II takes --episode-steps 100 from them) into official/critic_probe.csv / .md.
+#   STAGE="1 2" (default) does both. Summaries: python benchmarks/conrft/summarize_official.py
+# Cost on this 2-core machine, one thread per job: Stage I about 0.5 s per step alone (two critic updates of
+# 256 x 31 rows each), so 20k steps take about 2 h 50 min; --compile gained 8% (not used). Start STAGE=1 at the very
+# beginning of a session with JOBS=2 (both seeds at once). Stage II about 10-15 min per seed, the probe about 10 min.
+# Quick check of the plumbing: OFFLINE=30 ONLINE=300 FROZEN=200 OUT=/tmp/off bash benchmarks/conrft/run_official.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+export HERE=$PWD
+export SEEDS="${SEEDS:-1 2}" STAGE="${STAGE:-1 2}" OFFLINE="${OFFLINE:-20000}" ONLINE="${ONLINE:-20000}"
+export FROZEN="${FROZEN:-5000}" OUT="${OUT:-$HERE/official}" OMP_NUM_THREADS=1
+export COMMON="--env-id metaworld/pick-place-v3 --algo conrft --batch-size 256 --cql-n-actions 10 --state-embed 64
+--episode-steps 100 --eval-every 2500 --eval-episodes 10 --threads 1"
+mkdir -p "$OUT"
+stage_one() {  # seed
+  local dir
+  (cd "$OUT" && python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" --offline-steps "$OFFLINE" \
+    --online-steps 0 --exp-name stage1_official > "stage1_s$1.log" 2>&1)
+  dir=$(ls -d "$OUT"/runs/metaworld_pick-place-v3__stage1_official__conrft__"$1"__* | tail -1)
+  cp "$dir/model.pt" "$OUT/stage1_s$1.pt"
+  cp "$dir/metrics.csv" "$OUT/stage1_s$1_metrics.csv"
+}
+stage_two() {  # seed
+  (cd "$OUT" && python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" --online-steps "$ONLINE" \
+    --intervene-prob 0.02 --stage-one "$OUT/stage1_s$1.pt" --exp-name official > "stage2_s$1.log" 2>&1)
+}
+export -f stage_one stage_two
+if [[ " $STAGE " == *" 1 "* ]]; then
+  printf '%s\n' $SEEDS | xargs -P "${JOBS:-2}" -I{} bash -c 'stage_one {}'
+fi
+if [[ " $STAGE " == *" 2 "* ]]; then
+  printf '%s\n' $SEEDS | xargs -P "${JOBS:-2}" -I{} bash -c 'stage_two {}'
+  specs=()
+  for seed in $SEEDS; do specs+=("20k_s$seed=$OUT/stage1_s$seed.pt"); done
+  python critic_probe.py "${specs[@]}" --frozen-steps "$FROZEN" --out "$OUT/critic_probe.csv" | tee "$OUT/critic_probe.md"
+fi
