@@ -47,8 +47,13 @@ def collect():
             rows.append((env, variant, seed, step, value))
         else:
             diag.append((env, variant, seed, step, key, value))
+    fresh = {r[:3] for r in rows}
     for name, header, data in (("results.csv", ["env", "variant", "seed", "step", "eval_return"], rows),
                                ("diagnostics.csv", ["env", "variant", "seed", "step", "key", "value"], diag)):
+        if os.path.exists(os.path.join(HERE, name)):  # keep the committed rows of (env, variant, seed) not run again
+            with open(os.path.join(HERE, name)) as f:
+                data += [(e, v, int(s), int(st), *[float(x) if i == len(r) - 1 else x for i, x in enumerate(r)])
+                         for e, v, s, st, *r in list(csv.reader(f))[1:] if (e, v, int(s)) not in fresh]
         with open(os.path.join(HERE, name), "w", newline="") as out:
             w = csv.writer(out)
             w.writerow(header)
