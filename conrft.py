@@ -91,7 +91,7 @@ class Args:
     batch_size: int = 256  # minibatch (half demo, half online in Stage II)
     lr: float = 3e-4  # learning rate (actor and critic)
     hidden: int = 256  # width of the 2 hidden layers
-    state_embed: int = 0  # critic: the state through Dense(N) -> LayerNorm -> tanh first (official: 64); 0: raw state
+    state_embed: int = 0  # critic, policy: each its own Dense(N) -> LayerNorm -> tanh on the state (official: 64)
     success_reward: float = 10.0  # MetaWorld task reward at the success step (demos and online data)
     step_penalty: float = 0.05  # MetaWorld task reward on every other step: -step_penalty (pushes for fast success)
     episode_steps: int = 0  # training episodes end at step N as done, mask 0 (official: 100); 0: the env's (bootstraps)
@@ -125,6 +125,11 @@ def mlp(inp, hidden, layers=2):
     return nn.Sequential(*(m for layer in mods for m in layer))
 
 
+def state_encoder(obs_dim, embed):
+    """The official state encoder (encoding.py, proprio): Dense(embed) -> LayerNorm -> tanh; embed 0: the identity."""
+    return nn.Sequential(*([nn.Linear(obs_dim, embed), nn.LayerNorm(embed), nn.Tanh()] if embed else []))
+
+
 class TimeEmbedding(nn.Module):
     """The official timeMLP: sinusoidal features of t (t_dim of them) -> Dense(2 t_dim) -> tanh -> Dense(t_dim)."""
 
@@ -142,11 +147,11 @@ class TimeEmbedding(nn.Module):
 class ConsistencyPolicy(nn.Module):
     """f_psi(x, k | s) = c_skip(k) x + c_out(k) F_psi(c_in(k) x, emb(k), s), clipped to the action box [-1, 1]."""
 
-    def __init__(self, obs_dim, act_dim, hidden, sigma_min, sigma_max, sigma_data, t_dim=16):
+    def __init__(self, obs_dim, act_dim, hidden, sigma_min, sigma_max, sigma_data, t_dim=16, embed=0):
         super().__init__()
         self.act_dim, self.sigma_min, self.sigma_max, self.sd = act_dim, sigma_min, sigma_max, sigma_data
-        self.t_net = TimeEmbedding(t_dim)
-        self.net = nn.Sequential(mlp(obs_dim + act_dim + t_dim, hidden), nn.Linear(hidden, act_dim))
+        self.t_net, self.embed = TimeEmbedding(t_dim), state_encoder(obs_dim, embed)  # its own, as official
+        self.net = nn.Sequential(mlp((embed or obs_dim) + act_dim + t_dim, hidden), nn.Linear(hidden, act_dim))
 
     def scalings(self, sigma):
         c_skip = self.sd**2 / ((sigma - self.sigma_min) ** 2 + self.sd**2)
@@ -157,7 +162,7 @@ class ConsistencyPolicy(nn.Module):
         """obs (B, o), noised action x (B, a), noise level sigma (B, 1) -> clean action (B, a)."""
         c_skip, c_out = self.scalings(sigma)
         c_in = 1 / (sigma**2 + self.sd**2).sqrt()
-        h = self.net(torch.cat([obs, c_in * x, self.t_net(1000 * 0.25 * torch.log(sigma + 1e-44))], -1))
+        h = self.net(torch.cat([self.embed(obs), c_in * x, self.t_net(1000 * 0.25 * torch.log(sigma + 1e-44))], -1))
         return (c_skip * x + c_out * h).clamp(-1, 1)
 
     def sample(self, obs, sigmas, steps=1, noise=True):
@@ -191,8 +196,7 @@ class CriticEnsemble(nn.Module):
 
     def __init__(self, obs_dim, act_dim, num_qs, hidden=256, embed=0):
         super().__init__()
-        emb = [nn.Linear(obs_dim, embed), nn.LayerNorm(embed), nn.Tanh()] if embed else []  # one for all E critics
-        self.num_qs, self.embed = num_qs, nn.Sequential(*emb)  # embed 0: an empty Sequential, the identity
+        self.num_qs, self.embed = num_qs, state_encoder(obs_dim, embed)  # one for all E critics
         self.l1 = EnsembleLinear(num_qs, (embed or obs_dim) + act_dim, hidden)
         self.l2, self.l3 = EnsembleLinear(num_qs, hidden, hidden), EnsembleLinear(num_qs, hidden, 1)
 
@@ -337,7 +341,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     sparse, task = args.env_id.startswith("metaworld/"), args.env_id.split("/", 1)[-1]
 
-    env = make_env(args.env_id, args.seed, args.episode_steps or None)()  # evaluate() keeps the env's own limit
+    env = make_env(args.env_id, args.seed, args.episode_steps or None)()  # 0: the env's own limit (500)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
     demo_name = f"metaworld-{task}.npz" if sparse else f"{args.env_id}-medium.npz"
@@ -355,7 +359,7 @@ def main():
     sac = SACBaseline(obs_dim, act_dim, args) if args.algo == "sac" else None  # its actor and updates: after main()
     sigmas = karras_sigmas(args.num_scales, args.sigma_min, args.sigma_max, args.rho)
     policy = sac.actor if sac else ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max,
-                                                     args.sigma_data)  # baseline: SAC's Gaussian actor
+                                                     args.sigma_data, embed=args.state_embed)  # baseline: SAC's actor
     critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.state_embed)
     target_critic = CriticEnsemble(obs_dim, act_dim, args.num_qs, args.hidden, args.state_embed)
     target_critic.load_state_dict(critic.state_dict())
@@ -403,7 +407,8 @@ def main():
 
     def evaluate_and_log(step, prefix):  # logs <prefix>return and <prefix>success; returns them as text
         noise = args.eval_noise and not sac  # baseline: SAC at its mean
-        ret, succ = evaluate(lambda o: act(o, noise=noise), args.env_id, args.eval_episodes, 10_000 + args.seed)
+        ret, succ = evaluate(lambda o: act(o, noise=noise), args.env_id, args.eval_episodes, 10_000 + args.seed,
+                             args.episode_steps or None)  # --episode-steps: evaluation episodes too (official)
         log.log(step, **{prefix + "return": ret, prefix + "success": succ})
         return f"eval/return {ret:.1f}" + ("" if np.isnan(succ) else f", eval/success {succ:.2f}")
 
@@ -585,10 +590,10 @@ def load_policy(path: str):
 
 
 # ---- shared: evaluate ----
-def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+def evaluate(act_fn, env_id: str, episodes: int, seed: int, max_steps: int | None = None) -> tuple[float, float]:
     """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
-    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
-    env = make_env(env_id, seed)()
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..., each at most max_steps (None: the env's limit)."""
+    env = make_env(env_id, seed, max_steps)()
     returns, successes = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -820,14 +825,16 @@ def load_stage_one(path, nets, algo):
 # | Stage I -> II | parameters restored, "ignore the optimizer states", target kept (train) | fresh Adam, same | - |
 # | Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option |
 # | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent); the state first
-#   through Dense 64 -> LayerNorm -> tanh, one for both (encoding.py::EncodingWrapper, use_proprio) | same, on the raw
-#   state unless --state-embed 64 | LayerNorm without learned scale and shift; the embedding not yet measured here |
+#   through Dense 64 -> LayerNorm -> tanh, one for both, the last Dense(1) shared too (encoding.py::EncodingWrapper,
+#   actor_critic_nets.py::Critic); the actor has its own such embedding (OctoEncodingWrapper) | same, on the raw state
+#   unless --state-embed 64 (critic and policy, each its own); one Dense(1) per member | hidden LayerNorms without
+#   learned scale and shift; per-member output layer (minor); critic and actor updated in turn, not jointly (minor) |
 # | critic updates per actor update | cta_ratio 2, both stages (examples/experiments/config.py, train) | 2 | - |
 # | task reward | +10 at success, reward_neg -0.05 elsewhere, demos too (task1/config.py, record_demos_octo.py)
 #   | same on MetaWorld (--success-reward, --step-penalty); MuJoCo keeps its own | no learned classifier |
-# | episode end | 100 steps (task1/config.py); the time limit is a termination, mask 0 (franka_env.py::step) | the env's
-#   (MetaWorld: 500), truncations bootstrap; --episode-steps 100: official, the demos' ends too (evaluation keeps the
-#   env's limit); success terminates in both | the benchmark's evaluation protocol |
+# | episode end | 100 steps, training and evaluation (task1/config.py); the time limit is a termination, mask 0
+#   (franka_env.py::step) | the env's (MetaWorld: 500), truncations bootstrap; --episode-steps 100: official, in
+#   training, evaluation and the demos' ends; success terminates in both | the benchmark's evaluation protocol |
 # | discount | 0.98 (task1/config.py); online MC returns with gamma 0.95 (train) | 0.98 throughout | one discount |
 # | batch; offline steps | 256, Stage II half demo / half online (config.py, train); 20,000 (task1) | same | - |
 # | updates per env step | async actor and learner, parameters pulled every 50 learner steps, learning from 100

@@ -463,10 +463,10 @@ def load_demos(path: str, env: gym.Env) -> dict[str, np.ndarray]:
 
 
 # ---- shared: evaluate ----
-def evaluate(act_fn, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+def evaluate(act_fn, env_id: str, episodes: int, seed: int, max_steps: int | None = None) -> tuple[float, float]:
     """Mean return and success rate (nan where the env has no success flag) of `act_fn(obs) -> action` over
-    `episodes` deterministic episodes with seeds seed, seed + 1, ..."""
-    env = make_env(env_id, seed)()
+    `episodes` deterministic episodes with seeds seed, seed + 1, ..., each at most max_steps (None: the env's limit)."""
+    env = make_env(env_id, seed, max_steps)()
     returns, successes = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)

@@ -594,12 +594,19 @@ def test_critic_state_embedding_is_the_official_dense_layernorm_tanh():
     emb = torch.tanh(torch.nn.functional.layer_norm(critic.embed[0](obs), (64,), critic.embed[1].weight,
                                                     critic.embed[1].bias))
     assert torch.allclose(seen["x"][0], torch.cat([emb, act], -1)) and torch.equal(seen["x"][0], seen["x"][1])
+    pol = C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5, embed=64)  # the policy's own embedding (the official actor)
+    assert [type(m).__name__ for m in pol.embed] == ["Linear", "LayerNorm", "Tanh"] and pol.net[0][0].in_features == 82
+    pol.net.register_forward_pre_hook(lambda m, inp: seen.__setitem__("p", inp[0]))
+    pol(obs, act, torch.full((4, 1), 1.0))
+    emb = torch.tanh(torch.nn.functional.layer_norm(pol.embed[0](obs), (64,), pol.embed[1].weight, pol.embed[1].bias))
+    assert torch.allclose(seen["p"][:, :64], emb) and not list(C.ConsistencyPolicy(5, 2, 32, 0.002, 80.0, 0.5).embed)
 
 
 def test_main_with_episode_steps_and_state_embed(tmp_path, monkeypatch):
     """--episode-steps 3: training episodes (ToyReach, success needs 4 expert steps) end at step 3 with mask 0, the
-    time limit counted as done; evaluation keeps the env's own limit. --state-embed 16: the critic and its target
-    carry the embedding. Both are off by default (test_episode_ends_masks_and_takeover_reset: truncations mask 1)."""
+    time limit counted as done, and evaluation episodes end at step 3 too (official: one env). --state-embed 16: the
+    critic and its target carry the embedding, the policy its own. Both are off by default
+    (test_episode_ends_masks_and_takeover_reset: truncations mask 1)."""
     limits, episodes = [], []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(C, "make_env", lambda env_id, seed, max_episode_steps=None: (
@@ -618,11 +625,13 @@ def test_main_with_episode_steps_and_state_embed(tmp_path, monkeypatch):
         assert C.main() == 0
     finally:
         torch.set_num_threads(threads)
-    assert limits[0] == 3 and None in limits[1:]  # the training env, then evaluate()'s
+    assert len(limits) > 1 and set(limits) == {3}  # the training env, then evaluate()'s
     assert len(episodes) == 4 and all([e[4] for e in ep] == [1.0, 1.0, 0.0] for ep in episodes)
     saved = torch.load(glob.glob("runs/*/model.pt")[0], weights_only=False)
     for key in ("critic", "target_critic"):
         assert saved[key]["embed.0.weight"].shape == (16, 3) and saved[key]["l1.weight"].shape[1] == 16 + 2
+    assert saved["policy"]["embed.0.weight"].shape == (16, 3) and saved["policy"]["net.0.0.weight"].shape[1] == 34
+    assert not torch.equal(saved["policy"]["embed.0.weight"], saved["critic"]["embed.0.weight"])  # its own
 
 
 def test_negative_episode_steps_or_state_embed_end_in_one_sentence():

@@ -89,7 +89,7 @@ class Run:
             run.qref_policy = policy
             return QRef(), 1.0, 0
 
-        mp.setattr(rlif, "make_env", lambda env_id, seed: lambda: RecordingEnv(real_make_env(env_id, seed)(), run.steps))
+        mp.setattr(rlif, "make_env", lambda env_id, seed, *_: lambda: RecordingEnv(real_make_env(env_id, seed)(), run.steps))
         mp.setattr(rlif, "load_policy", lambda path: (lambda obs: MEDIUM.copy()) if "-medium-" in path else
                    (lambda obs: REF.copy()))
         mp.setattr(rlif, "fit_qref", fit_qref)

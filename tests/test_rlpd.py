@@ -312,7 +312,7 @@ def run_main(monkeypatch, *flags, max_episode_steps=12):
         calls.append(("actor", obs.clone(), None))
         return actor_update(actor, critic, actor_opt, log_alpha, temp_opt, obs, alpha, target_entropy)
 
-    monkeypatch.setattr(rlpd, "make_env", lambda env_id, seed: lambda: Record(make_env(env_id, seed, max_episode_steps)()))
+    monkeypatch.setattr(rlpd, "make_env", lambda env_id, seed, *_: lambda: Record(make_env(env_id, seed, max_episode_steps)()))
     monkeypatch.setattr(rlpd, "ReplayBuffer", Buffer)
     monkeypatch.setattr(rlpd, "critic_update", critic_step)
     monkeypatch.setattr(rlpd, "actor_temperature_update", actor_step)

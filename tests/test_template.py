@@ -104,6 +104,18 @@ def test_evaluate_metaworld_success_flag():
     assert succ == 0.0
 
 
+@pytest.mark.parametrize("env_id", ["Hopper-v4", "metaworld/reach-v3"])
+def test_evaluate_max_steps_caps_every_episode(env_id):
+    """max_steps N: each evaluation episode ends by step N (ConRFT's --episode-steps); None: the env's own limit."""
+    calls, zeros = [], np.zeros(make_env(env_id, 0)().action_space.shape, np.float32)
+    act = lambda obs: (calls.append(1), zeros)[1]  # noqa: E731
+    evaluate(act, env_id, 2, 0, max_steps=4)
+    assert len(calls) == 8  # neither env ends sooner with zero actions
+    calls.clear()
+    evaluate(act, env_id, 1, 0)
+    assert len(calls) > 4
+
+
 def test_logger_writes_csv_and_stops_on_nan(in_tmp):
     class A:
         lr = 1.0

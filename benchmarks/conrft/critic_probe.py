@@ -62,7 +62,8 @@ def load(path):
         raise SystemExit(f"{path}: not a finished Stage I checkpoint of conrft.py --algo conrft --online-steps 0.")
     env = C.make_env(args.env_id, args.seed, args.episode_steps or None)()
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    policy = C.ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data)
+    policy = C.ConsistencyPolicy(obs_dim, act_dim, args.hidden, args.sigma_min, args.sigma_max, args.sigma_data,
+                                 embed=args.state_embed)
     policy.load_state_dict(ckpt["policy"])
     nets = {}
     for key in ("critic", "target_critic"):
@@ -149,7 +150,8 @@ def frozen_stage_two(path, eta, demos, sparse, opts):
                                  noise=noise)[0].numpy()
 
     def measure(step):
-        _, succ = C.evaluate(lambda o: act(o, args.eval_noise), args.env_id, opts.eval_episodes, 10_000 + args.seed)
+        _, succ = C.evaluate(lambda o: act(o, args.eval_noise), args.env_id, opts.eval_episodes, 10_000 + args.seed,
+                             args.episode_steps or None)  # as conrft.py's main(): --episode-steps caps evaluation too
         with torch.no_grad():
             pa = policy.sample(demo_obs, sigmas, args.num_sample_steps, noise=args.eval_noise)
             q = critic(demo_obs, pa).mean(0)

@@ -9,9 +9,10 @@
 #            in a later session.
 #   Stage II (STAGE=2): from official/stage1_s<seed>.pt, 20,000 env steps, 100-step training episodes whose time
 #            limit is done (mask 0), eta 1 / beta 0.1, the plain TD critic, random takeovers by the scripted expert
-#            (p 0.02 per step, 10 steps), 10 evaluation episodes every 2,500 env steps (evaluation keeps the env's
-#            500-step limit, as in every other ConRFT row); then critic_probe.py on the same checkpoints (its
-#            frozen-critic Stage II takes --episode-steps 100 from them) into official/critic_probe.csv / .md.
+#            (p 0.02 per step, 10 steps), 10 evaluation episodes of at most 100 steps (as official; every other ConRFT
+#            row evaluates at the env's 500) every 2,500 env steps; then critic_probe.py on the same checkpoints (its
+#            frozen-critic Stage II and evaluations take --episode-steps 100 from them) into official/critic_probe.csv
+#            and .md. --state-embed 64 gives the critic one embedding and the policy its own (official).
 #   STAGE="1 2" (default) does both. Summaries: python benchmarks/conrft/summarize_official.py
 # Cost on this 2-core machine, one thread per job: Stage I about 0.5 s per step alone (two critic updates of
 # 256 x 31 rows each), so 20k steps take about 2 h 50 min; --compile gained 8% (not used). Start STAGE=1 at the very
