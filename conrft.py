@@ -827,7 +827,7 @@ def load_stage_one(path, nets, algo):
 # | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent); the state first
 #   through Dense 64 -> LayerNorm -> tanh, one for both, the last Dense(1) shared too (encoding.py::EncodingWrapper,
 #   actor_critic_nets.py::Critic); the actor has its own such embedding (OctoEncodingWrapper) | same, on the raw state
-#   unless --state-embed 64 (critic and policy, each its own); one Dense(1) per member | hidden LayerNorms without
+#   unless --state-embed 64 (critic, consistency policy; not SAC): one Dense(1) per member | hidden LayerNorms without
 #   learned scale and shift; per-member output layer (minor); critic and actor updated in turn, not jointly (minor) |
 # | critic updates per actor update | cta_ratio 2, both stages (examples/experiments/config.py, train) | 2 | - |
 # | task reward | +10 at success, reward_neg -0.05 elsewhere, demos too (task1/config.py, record_demos_octo.py)

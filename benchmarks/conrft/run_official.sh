@@ -2,7 +2,7 @@
 # ConRFT in the official regime (cccedric/conrft, task1 config + pre-training script), pick-place-v3, seeds SEEDS
 # (default 1 2), and critic_probe.py on its Stage I checkpoints:
 #   Stage I  (STAGE=1): 20,000 steps at batch 256, Cal-QL with 10 sampled actions per kind, eta 0 / beta 1, the
-#            critic's state embedding (--state-embed 64: Dense 64 -> LayerNorm -> tanh before the Q MLP) and
+#            state embeddings (--state-embed 64: Dense 64 -> LayerNorm -> tanh, the critic's and the policy's) and
 #            --episode-steps 100 (Stage I reads no env transitions: all 20 demos end in success, so masks and MC
 #            returns are the same with or without it; it is stored in the checkpoint for Stage II and the probe).
 #            Each finished model.pt is copied to official/stage1_s<seed>.pt (1.7 MB, committed), so Stage II can run
