@@ -66,6 +66,7 @@ class Args:
     offline_steps: int = 20_000  # Stage I gradient steps
     online_steps: int = 50_000  # Stage II env steps (one learner step each)
     stage_one: str = ""  # model.pt of a run of the same --algo: no Stage I, Stage II starts from its nets (official)
+    resume: str = ""  # model.pt of a run stopped in Stage I (Ctrl-C, SIGTERM): its Stage I goes on, exactly
     algo: Literal["conrft", "bc-only", "sac"] = "conrft"  # the method, or a baseline (see the module docstring)
     init_temperature: float = 0.01  # --algo sac, Stage II: initial SAC temperature (HIL-SERL's; tuned to -|A|/2)
     num_scales: int = 40  # M, the number of Karras noise levels
@@ -416,12 +417,18 @@ def main():
     if args.stage_one:
         load_stage_one(args.stage_one, {"policy": policy, "critic": critic, "target_critic": target_critic}, args.algo)
     offline_steps = 0 if args.stage_one else args.offline_steps
-    for step in log.steps(tqdm(range(offline_steps), desc="stage I (offline)")):  # stops on SIGINT/SIGTERM
+    done = load_stage_one(args.resume, {"policy": policy, "critic": critic, "target_critic": target_critic}, args.algo,
+                          {"actor_opt": actor_opt, "critic_opt": critic_opt}, rng) if args.resume else 0
+    for step in log.steps(tqdm(range(done, offline_steps), "stage I (offline)", total=offline_steps, initial=done)):
         stats = update(lambda: demo_buf.sample(args.batch_size, rng), online=False, beta=args.beta_offline)
+        done = step + 1  # stops on SIGINT/SIGTERM: --resume goes on from here with all of the state below
         if step % 1000 == 0:
             log.log(step, **{key.replace("losses/", "offline/"): v.item() for key, v in stats.items()})
         if (step + 1) % args.eval_every == 0 or step + 1 == offline_steps:
             evaluate_and_log(step + 1, "offline/eval_")
+    stage_one = {"done": done} | ({"actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
+                                   "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+                                  if done < offline_steps else {})  # stopped in Stage I: what --resume needs
     print("after Stage I: " + evaluate_and_log(0, "eval/"))
 
     # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----
@@ -462,7 +469,7 @@ def main():
         if (global_step + 1) % args.eval_every == 0:
             pbar.set_postfix_str(evaluate_and_log(global_step + 1, "eval/"))
     return log.finish({"policy": policy.state_dict(), "critic": critic.state_dict(), "sigmas": sigmas,
-                       "target_critic": target_critic.state_dict(),
+                       "target_critic": target_critic.state_dict(), "stage_one": stage_one,
                        "log_alpha": sac.log_alpha.detach() if sac else None})  # baseline: SAC's temperature
 
 
@@ -796,15 +803,23 @@ def make_expert(env_id, data_dir):
     return lambda o: np.clip(scripted.get_action(o), -1, 1).astype(np.float32)
 
 
-def load_stage_one(path, nets, algo):
-    """--stage-one: the parameters of a Stage I checkpoint into `nets` ({"policy": ..., ...}), or one sentence."""
+def load_stage_one(path, nets, algo, opts=None, rng=None):
+    """--stage-one: the parameters of a Stage I checkpoint into `nets` ({"policy": ..., ...}); --resume: also its Adam
+    states into `opts`, its RNG states into `rng` and torch. Returns its Stage I steps done, or ends in one sentence."""
     try:
         ckpt = torch.load(path, weights_only=False)
         for key, net in nets.items():
             net.load_state_dict(ckpt[key])
-    except (OSError, KeyError, RuntimeError, EOFError) as e:
-        raise SystemExit(f"--stage-one {path}: not a model.pt of conrft.py with --algo {algo} and these network "
-                         f"sizes ({type(e).__name__}): pass one that is.") from None
+        for key, opt in (opts or {}).items():
+            opt.load_state_dict(ckpt["stage_one"][key])
+    except (OSError, KeyError, RuntimeError, EOFError, ValueError) as e:
+        raise SystemExit(f"--{'resume' if opts else 'stage-one'} {path}: not a model.pt of conrft.py with --algo {algo}"
+                         f" and these network sizes{', stopped in Stage I' if opts else ''} ({type(e).__name__}): "
+                         "pass one that is.") from None
+    if rng is not None:
+        rng.bit_generator.state = ckpt["stage_one"]["rng"]
+        torch.set_rng_state(ckpt["stage_one"]["torch_rng"])
+    return ckpt.get("stage_one", {}).get("done", 0)
 
 
 # Fidelity to the official code (cccedric/conrft). Sources: launcher = serl_launcher/serl_launcher/utils/launcher.py,
@@ -823,6 +838,8 @@ def load_stage_one(path, nets, algo):
 # | beta fading | bc_weight_rate 5e-5, bc_weight_min 0.05 stored (agent::create), read nowhere | off; --beta-fade | - |
 # | Stage I critic | Cal-QL, alpha 0.1, 10 uniform / current / next actions, MC floor (agent::update_calql) | same | - |
 # | Stage I -> II | parameters restored, "ignore the optimizer states", target kept (train) | fresh Adam, same | - |
+# | a stopped Stage I | - | --resume: parameters, Adam states, both RNGs, steps done; equal to a run never stopped |
+#   plumbing, not the method: the official 20k-step Stage I (about 3 h here) spans sessions on 2 cores |
 # | Stage II critic | plain TD loss (agent::update_ql -> critic_loss_fn) | same; --online-cql keeps Cal-QL | an option |
 # | critic | 2 x [256, 256] Dense-LayerNorm-tanh, min target, no entropy backup (launcher, agent); the state first
 #   through Dense 64 -> LayerNorm -> tanh, one for both, the last Dense(1) shared too (encoding.py::EncodingWrapper,

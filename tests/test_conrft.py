@@ -634,6 +634,49 @@ def test_main_with_episode_steps_and_state_embed(tmp_path, monkeypatch):
     assert not torch.equal(saved["policy"]["embed.0.weight"], saved["critic"]["embed.0.weight"])  # its own
 
 
+def test_resume_goes_on_with_a_stage_one_stopped_by_a_signal_exactly(tmp_path, monkeypatch):
+    """--resume: a Stage I stopped by SIGTERM after 3 of 6 steps, resumed, ends with the very parameters of the run
+    that was never stopped (its Adam states, both RNGs and its step count come back; a finished Stage I saves only
+    its step count); a checkpoint that did not stop in Stage I ends in one sentence."""
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(C, "make_env", lambda env_id, seed, max_episode_steps=None:
+                        lambda: gym.wrappers.RecordEpisodeStatistics(ToyReach()))
+    demos = toy_demos(tmp_path / "d.npz")
+
+    def stopping_tqdm(iterable, *a, **kw):  # SIGTERM before the 4th step, as `kill` would
+        for i, x in enumerate(iterable):
+            if i == 3:
+                signal.raise_signal(signal.SIGTERM)
+            yield x
+
+    def run(name, *extra):
+        monkeypatch.setattr(sys, "argv", ["conrft.py", "--env-id", "metaworld/toy-v3", "--demo-path", demos,
+                                          "--offline-steps", "6", "--online-steps", "0", "--eval-every", "1000",
+                                          "--eval-episodes", "1", "--cql-n-actions", "2", "--hidden", "8",
+                                          "--batch-size", "8", "--exp-name", name, *extra])
+        threads = torch.get_num_threads()
+        try:
+            code = C.main()
+        finally:
+            torch.set_num_threads(threads)
+        return code, torch.load(glob.glob(f"runs/*__{name}__*/model.pt")[0], weights_only=False)
+
+    _, straight = run("straight")
+    with monkeypatch.context() as mp:
+        mp.setattr(C, "tqdm", stopping_tqdm)
+        code, stopped = run("stopped")
+    assert code == 128 + signal.SIGTERM and stopped["stage_one"]["done"] == 3
+    _, resumed = run("resumed", "--resume", glob.glob("runs/*__stopped__*/model.pt")[0])
+    assert straight["stage_one"] == {"done": 6} and resumed["stage_one"] == {"done": 6}
+    for key in ("policy", "critic", "target_critic"):
+        assert not all(torch.equal(v, stopped[key][n]) for n, v in straight[key].items())  # 3 steps short
+        assert all(torch.equal(v, resumed[key][n]) for n, v in straight[key].items()), key
+    with pytest.raises(SystemExit, match="stopped in Stage I"):
+        run("again", "--resume", glob.glob("runs/*__straight__*/model.pt")[0])
+
+
 def test_negative_episode_steps_or_state_embed_end_in_one_sentence():
     for field in ("episode_steps", "state_embed"):
         with pytest.raises(SystemExit, match="neither may be negative"):

@@ -17,22 +17,33 @@
 # Cost on this 2-core machine, one thread per job: Stage I about 0.5 s per step alone (two critic updates of
 # 256 x 31 rows each), so 20k steps take about 2 h 50 min; --compile gained 8% (not used). Start STAGE=1 at the very
 # beginning of a session with JOBS=2 (both seeds at once). Stage II about 10-15 min per seed, the probe about 10 min.
+# Stage I over sessions: STOP_AFTER=2h (a `timeout` duration; 0: never) stops it by SIGTERM and saves the run to
+# official/stage1_s<seed>_stopped.pt (parameters, Adam states, RNGs: commit it); the next STAGE=1 goes on from there
+# (conrft.py --resume, the same result as a run never stopped) and appends to stage1_s<seed>_metrics.csv.
 # Quick check of the plumbing: OFFLINE=30 ONLINE=300 FROZEN=200 OUT=/tmp/off bash benchmarks/conrft/run_official.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 export HERE=$PWD
 export SEEDS="${SEEDS:-1 2}" STAGE="${STAGE:-1 2}" OFFLINE="${OFFLINE:-20000}" ONLINE="${ONLINE:-20000}"
-export FROZEN="${FROZEN:-5000}" OUT="${OUT:-$HERE/official}" OMP_NUM_THREADS=1
+export FROZEN="${FROZEN:-5000}" OUT="${OUT:-$HERE/official}" STOP_AFTER="${STOP_AFTER:-0}" OMP_NUM_THREADS=1
 export COMMON="--env-id metaworld/pick-place-v3 --algo conrft --batch-size 256 --cql-n-actions 10 --state-embed 64
 --episode-steps 100 --eval-every 2500 --eval-episodes 10 --threads 1"
 mkdir -p "$OUT"
-stage_one() {  # seed
-  local dir
-  (cd "$OUT" && python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" --offline-steps "$OFFLINE" \
-    --online-steps 0 --exp-name stage1_official > "stage1_s$1.log" 2>&1)
+stage_one() {  # seed; goes on from official/stage1_s<seed>_stopped.pt when there is one (--resume)
+  local dir resume=()
+  [[ -f "$OUT/stage1_s$1_stopped.pt" ]] && resume=(--resume "$OUT/stage1_s$1_stopped.pt")
+  (cd "$OUT" && timeout -s TERM "$STOP_AFTER" python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" \
+    --offline-steps "$OFFLINE" --online-steps 0 --exp-name stage1_official "${resume[@]}" >> "stage1_s$1.log" 2>&1) \
+    || true  # 124 / 143: stopped by STOP_AFTER, saved
   dir=$(ls -d "$OUT"/runs/metaworld_pick-place-v3__stage1_official__conrft__"$1"__* | tail -1)
-  cp "$dir/model.pt" "$OUT/stage1_s$1.pt"
-  cp "$dir/metrics.csv" "$OUT/stage1_s$1_metrics.csv"
+  if [[ ${#resume[@]} -eq 0 ]]; then cp "$dir/metrics.csv" "$OUT/stage1_s$1_metrics.csv"
+  else tail -n +2 "$dir/metrics.csv" >> "$OUT/stage1_s$1_metrics.csv"; fi  # one csv over all parts
+  if python -c "import sys, torch; sys.exit(torch.load(sys.argv[1], weights_only=False)['stage_one']['done'] \
+      < int(sys.argv[2]))" "$dir/model.pt" "$OFFLINE"; then
+    cp "$dir/model.pt" "$OUT/stage1_s$1.pt" && rm -f "$OUT/stage1_s$1_stopped.pt"
+  else
+    cp "$dir/model.pt" "$OUT/stage1_s$1_stopped.pt"  # 5 MB (Adam states): commit it, the next session goes on
+  fi
 }
 stage_two() {  # seed
   (cd "$OUT" && python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" --online-steps "$ONLINE" \
