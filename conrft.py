@@ -414,11 +414,12 @@ def main():
         return f"eval/return {ret:.1f}" + ("" if np.isnan(succ) else f", eval/success {succ:.2f}")
 
     # ---- Stage I: offline (Cal-QL critic + consistency policy on the demos), or its checkpoint (parameters only) ----
+    nets, opts = {"policy": policy, "critic": critic, "target_critic": target_critic}, {"actor_opt": actor_opt,
+                                                                                         "critic_opt": critic_opt}
     if args.stage_one:
-        load_stage_one(args.stage_one, {"policy": policy, "critic": critic, "target_critic": target_critic}, args.algo)
+        load_stage_one(args.stage_one, nets, args.algo)
     offline_steps = 0 if args.stage_one else args.offline_steps
-    done = load_stage_one(args.resume, {"policy": policy, "critic": critic, "target_critic": target_critic}, args.algo,
-                          {"actor_opt": actor_opt, "critic_opt": critic_opt}, rng) if args.resume else 0
+    done = load_stage_one(args.resume, nets, args.algo, opts, rng) if args.resume else 0
     for step in log.steps(tqdm(range(done, offline_steps), "stage I (offline)", total=offline_steps, initial=done)):
         stats = update(lambda: demo_buf.sample(args.batch_size, rng), online=False, beta=args.beta_offline)
         done = step + 1  # stops on SIGINT/SIGTERM: --resume goes on from here with all of the state below
@@ -426,9 +427,8 @@ def main():
             log.log(step, **{key.replace("losses/", "offline/"): v.item() for key, v in stats.items()})
         if (step + 1) % args.eval_every == 0 or step + 1 == offline_steps:
             evaluate_and_log(step + 1, "offline/eval_")
-    stage_one = {"done": done} | ({"actor_opt": actor_opt.state_dict(), "critic_opt": critic_opt.state_dict(),
-                                   "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
-                                  if done < offline_steps else {})  # stopped in Stage I: what --resume needs
+    stage_one = {"done": done} | ({k: o.state_dict() for k, o in opts.items()} | {"rng": rng.bit_generator.state,
+                                  "torch_rng": torch.get_rng_state()} if done < offline_steps else {})  # for --resume
     print("after Stage I: " + evaluate_and_log(0, "eval/"))
 
     # ---- Stage II: online (half demo, half online batches, plain TD critic, optional interventions) ----

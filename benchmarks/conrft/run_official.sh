@@ -42,7 +42,7 @@ stage_one() {  # seed; goes on from official/stage1_s<seed>_stopped.pt when ther
       < int(sys.argv[2]))" "$dir/model.pt" "$OFFLINE"; then
     cp "$dir/model.pt" "$OUT/stage1_s$1.pt" && rm -f "$OUT/stage1_s$1_stopped.pt"
   else
-    cp "$dir/model.pt" "$OUT/stage1_s$1_stopped.pt"  # 5 MB (Adam states): commit it, the next session goes on
+    cp "$dir/model.pt" "$OUT/stage1_s$1_stopped.pt"  # 3.9 MB (Adam states): commit it, the next session goes on
   fi
 }
 stage_two() {  # seed
