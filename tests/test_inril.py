@@ -223,7 +223,7 @@ def test_projected_rl_step_never_raises_il_loss_to_first_order():
     and delta = theta_after - theta_before (the change Adam actually applied), g_IL . delta <= 0, i.e. the first-order
     change of L_IL is not positive. The control shows that PCGrad on the raw gradients alone does not give this under
     Adam (momentum, per-coordinate scaling), so the test fails if rl_step() loses its projection of the applied step."""
-    dots = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9))
+    dots = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9, project_step=True))
     assert (dots <= 1e-6).all(), dots
     assert (toy_rl_steps(pcgrad_then_adam) > 1e-3).sum() >= 10  # the control: raw-gradient PCGrad breaks it
 
@@ -233,23 +233,24 @@ def test_no_project_step_is_pcgrad_then_adam():
     step, and many of them go uphill on L_IL to first order (what (3) removes)."""
     off = toy_rl_steps(lambda l_rl, l_il, params, opt: P.rl_step(l_rl, l_il, params, opt, 1e9, project_step=False))
     assert np.allclose(off, toy_rl_steps(pcgrad_then_adam)) and (off > 1e-3).sum() >= 10
-    with pytest.raises(SystemExit, match="--no-project-step acts on the surgery only"):
-        P.Args(project_step=False, il_mode="none")
+    with pytest.raises(SystemExit, match="--project-step acts on the surgery only"):
+        P.Args(project_step=True, il_mode="none")
 
 
 def test_main_passes_project_step(tmp_path, monkeypatch):
-    """main() hands --project-step / --no-project-step to every RL step of the surgery."""
+    """main() hands --project-step / --no-project-step to every RL step of the surgery; without either, the paper's
+    surgery (no projection of the applied step)."""
     seen, rl_step = [], P.rl_step
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(P, "rl_step", lambda *a: seen.append(a[5]) or rl_step(*a))
     threads = torch.get_num_threads()
-    for flag in ("--project-step", "--no-project-step"):
-        monkeypatch.setattr(sys, "argv", ["inril_pcgrad", *TINY, "--total-timesteps", "64", flag])
+    for flags in ([], ["--project-step"], ["--no-project-step"]):
+        monkeypatch.setattr(sys, "argv", ["inril_pcgrad", *TINY, "--total-timesteps", "64", *flags])
         try:
             assert P.main() == 0
         finally:
             torch.set_num_threads(threads)
-    assert seen == [True] * 4 + [False] * 4
+    assert seen == [False] * 4 + [True] * 4 + [False] * 4
 
 
 def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
@@ -264,7 +265,7 @@ def test_rl_step_guarantee_on_the_policy_and_separate_adam_states():
         l_rl, _ = P.clipped_surrogate(logp, logp.detach(), torch.randn(128), 0.2)
         l_il = P.il_loss(pol, obs[128:], act[128:])
         g_il, before = P.flat_grad(l_il, params), torch.cat([p.detach().reshape(-1) for p in params])
-        P.rl_step(l_rl, l_il, params, rl_opt, 0.5)
+        P.rl_step(l_rl, l_il, params, rl_opt, 0.5, project_step=True)
         delta = torch.cat([p.detach().reshape(-1) for p in params]) - before
         assert float(g_il @ delta) <= 1e-6 * float(g_il.norm() * delta.norm())
         # an IL step moves theta by its own Adam state and leaves the RL optimizer's moments as they were

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # IN-RIL dense-reward control: the 8 variants of run_metaworld.sh x {Hopper-v4, Walker2d-v4} x 3 seeds, BC from the
-# shipped medium demos, then STEPS env steps of fine-tuning with the files' defaults (critic warm-up 5 rollouts,
-# residual log std -1.5 and L2 penalty 0.01, separate IL/RL optimizers, surgery on the applied step).
+# shipped medium demos, then STEPS env steps of fine-tuning with the files' defaults of today (critic warm-up 5
+# rollouts, separate IL/RL optimizers, the residual's MuJoCo scale and std; results.csv here was made with ResiP's, the
+# defaults of ca0b60a) and --project-step for the two IN-RIL pcgrad variants (the file's default until issue 25's 1M
+# benchmark; off since).
 # Each run gets --exp-name <variant>; then summarize.py -> results.csv, diagnostics.csv, results.md, plot.png.
 #   bash benchmarks/inril/run.sh [STEPS]        (default 300000 env steps per run)
 # JOBS runs in parallel (1 torch thread each); LAUNCH prefixes every job (e.g. LAUNCH=/tmp/coord/slot.sh).
@@ -17,8 +19,8 @@ VARIANTS=${VARIANTS:-"rl_only bc_reg pcgrad_m10 pcgrad_dyn res_rl_only res_bc_re
 declare -A CMD=(
   [rl_only]="inril_pcgrad.py --il-mode none"
   [bc_reg]="inril_pcgrad.py --il-mode regularize --bc-coef 0.1"
-  [pcgrad_m10]="inril_pcgrad.py --m 10"
-  [pcgrad_dyn]="inril_pcgrad.py --m 10 --dynamic-m"
+  [pcgrad_m10]="inril_pcgrad.py --m 10 --project-step"
+  [pcgrad_dyn]="inril_pcgrad.py --m 10 --dynamic-m --project-step"
   [res_rl_only]="inril_residual.py --il-mode none"
   [res_bc_reg]="inril_residual.py --il-mode regularize --bc-coef 0.1"
   [residual_m10]="inril_residual.py --m 10"

@@ -7,7 +7,9 @@
 # seed, step, key, value), $OUT/results.md and $OUT/plot.png (success, rho and m(t) over steps).
 #   bash benchmarks/inril/run_metaworld.sh
 #   STEPS=30000 TASKS=pick-place-v3 SEEDS=1 VARIANTS="rl_only residual_dyn" OUT=/tmp/x bash .../run_metaworld.sh
-# The 1M-step benchmark (issue 25; pcgrad_m10_noproj is --no-project-step, the surgery on the gradients alone):
+# pcgrad_m10 and pcgrad_dyn pass --project-step (the file's default until the 1M benchmark below, which then set it
+# off: the committed results keep their commands). The 1M-step benchmark (issue 25; pcgrad_m10_noproj is
+# --no-project-step, the surgery on the gradients alone, now the file's default):
 #   STEPS=1000000 EVAL_EVERY=50000 TASKS=pick-place-v3 VARIANTS="rl_only bc_reg pcgrad_m10 pcgrad_m10_noproj
 #   pcgrad_dyn residual_m10" OUT=metaworld_1m bash benchmarks/inril/run_metaworld.sh   (about 26 min per run alone)
 # JOBS runs in parallel (1 torch thread each); LAUNCH prefixes every job (e.g. LAUNCH=/tmp/coord/slot.sh).
@@ -27,9 +29,9 @@ HERE=$(pwd)
 declare -A CMD=(
   [rl_only]="inril_pcgrad.py --il-mode none"
   [bc_reg]="inril_pcgrad.py --il-mode regularize --bc-coef 0.1"
-  [pcgrad_m10]="inril_pcgrad.py --m 10"
+  [pcgrad_m10]="inril_pcgrad.py --m 10 --project-step"
   [pcgrad_m10_noproj]="inril_pcgrad.py --m 10 --no-project-step"
-  [pcgrad_dyn]="inril_pcgrad.py --m 10 --dynamic-m"
+  [pcgrad_dyn]="inril_pcgrad.py --m 10 --dynamic-m --project-step"
   [res_rl_only]="inril_residual.py --il-mode none"
   [res_bc_reg]="inril_residual.py --il-mode regularize --bc-coef 0.1"
   [residual_m10]="inril_residual.py --m 10"

@@ -211,6 +211,18 @@ def metaworld(folder):
         axes[0][j].set_title(f"{env}, sparse reward")
         for i in range(3):
             axes[i][j].legend(fontsize=7)
+    if long:  # per seed, in seed order: BC start, final, mean of the last 5, first evaluation at 0.5 or more
+        lines += ["", "| task | variant | seeds | BC start | final | last five | first evaluation at 0.5 or more |",
+                  "|---|---|---|---|---|---|---|"]
+        first = lambda c: next((f"{s // 1000}k" for s, v in c if s > 0 and v >= 0.5), "never")  # noqa: E731
+        for env in envs:
+            for variant in variants:
+                succ = per_seed(env, variant, "eval/success")
+                cell = lambda f: ", ".join(f(c) for c in succ)  # noqa: E731
+                if succ:
+                    lines.append(f"| {env} | {variant} | {len(succ)} | {cell(lambda c: f'{c[0][1]:.1f}')} | "
+                                 f"{cell(lambda c: f'{c[-1][1]:.1f}')} | "
+                                 f"{cell(lambda c: f'{np.mean([v for _, v in c[-5:]]):.2f}')} | {cell(first)} |")
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "plot.png"), dpi=100)
     table = "\n".join(lines)
