@@ -2,7 +2,8 @@
 Stage I checkpoint it started from (args["stage_one"]), on the run's 20 demo episodes' states: the policy's action
 error against the demo actions, the share of action coordinates at the box edge (|a| > 0.99), and that checkpoint's
 critic's mean Q (ensemble mean) of the demo actions, of the policy's actions and of uniform random actions (how much
-the critic tells actions apart), beside the demos' mean Monte-Carlo return. Writes diagnostics.csv; prints a table.
+the critic tells actions apart), beside the demos' mean Monte-Carlo return. Writes diagnostics.csv (keeping its
+committed rows of every (task, algo, variant, seed) whose run is not here); prints a table.
 
     python benchmarks/conrft/diagnose.py
 """
@@ -61,7 +62,13 @@ def main():
                              "q_demo_actions": float(critic(obs, act).mean()),
                              "q_policy_actions": float(critic(obs, pa).mean()),
                              "q_random_actions": float(critic(obs, rand).mean()), "demo_mc_return": mc})
-    with open(os.path.join(HERE, "diagnostics.csv"), "w", newline="") as f:
+    path = os.path.join(HERE, "diagnostics.csv")
+    if os.path.exists(path):  # keep the committed rows of every (task, algo, variant, seed) not run again
+        key = lambda r: (r["task"], r["algo"], r["variant"], str(r["seed"]))  # noqa: E731
+        fresh = {key(r) for r in rows}
+        with open(path) as f:
+            rows += [r for r in csv.DictReader(f) if key(r) not in fresh]
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)

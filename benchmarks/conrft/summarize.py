@@ -1,7 +1,9 @@
 """Collect the ConRFT / SAC fine-tuning / consistency-BC runs into results.csv, then results.md and plot.png (one
 table and one plot panel per task), with the BC references of bc_reference.csv.
 
-    python benchmarks/conrft/summarize.py             (after run.sh)
+    python benchmarks/conrft/summarize.py             (after run.sh; keeps the committed rows of every (task, algo,
+                                                       seed) whose run is not under runs/, e.g. ConRFT's when only
+                                                       the SAC rows are run again)
     python benchmarks/conrft/summarize.py --from-csv  (re-make the tables and plot from the committed results.csv)
 With no finished run and no results.csv, results.md holds the BC references alone.
 """
@@ -27,6 +29,9 @@ ALGOS = ("conrft", "sac", "bc-only")
 
 def collect():
     rows = [(a["env_id"], a["algo"], a["seed"], step, key, value) for a, step, key, value in read_runs(HERE, KEYS)]
+    if os.path.exists(os.path.join(HERE, "results.csv")):  # keep the committed (task, algo, seed) not run again
+        fresh = {r[:3] for r in rows}
+        rows += [r for r in load() if r[:3] not in fresh]
     if rows:
         with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
             w = csv.writer(out)
