@@ -15,9 +15,9 @@
    Q at least 0.5 above the demo action's; ascent_gain: the mean of (best Q on the way - Q of the demo action).
 4. frozen_eta1/*, frozen_eta0/*: Stage II from the checkpoint with the critic and its target frozen (no critic
    update, no Polyak step; conrft.py has no flag for it, so the loop is here, built from conrft's functions), once
-   with eta 1 and once with eta 0, beta as Stage II's (0.1), for --frozen-steps env steps; at step 0 and every
-   --eval-every: success (conrft's evaluate, --eval-episodes episodes, env seeds 10000 + seed, noise as the run's
-   --eval-noise), action_mse (the policy's action vs the demo action on every demo state, mean over dims) and
+   with eta 1 and once with eta 0 (--etas: any list), beta as Stage II's (0.1), for --frozen-steps env steps; at step
+   0 and every --eval-every: success (conrft's evaluate, --eval-episodes episodes, env seeds 10000 + seed, noise as
+   the run's --eval-noise), action_mse (the policy's action vs the demo action on every demo state, mean over dims) and
    q_policy (ensemble-mean Q of those actions). The loop mirrors main()'s Stage II: the training env with the run's
    --episode-steps, fresh Adam on the policy, the demo buffer and an online buffer of the same capacities,
    step_decision / task_reward / store_episode, learning after the first episode, one learner step per env step in
@@ -218,6 +218,7 @@ def main():
     ap.add_argument("--ascent-steps", type=int, default=10)
     ap.add_argument("--ascent-lr", type=float, default=0.1, help="L2 length of each ascent step in action space")
     ap.add_argument("--frozen-steps", type=int, default=5000, help="env steps of each frozen-critic Stage II (0: none)")
+    ap.add_argument("--etas", type=float, nargs="+", default=[1.0, 0.0], help="frozen Stage II: one run per eta")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-episodes", type=int, default=5)
     ap.add_argument("--intervene-prob", type=float, default=0.0, help="frozen Stage II: random takeovers (0: off)")
@@ -236,7 +237,7 @@ def main():
                                         "measure": measure, "step": step, "value": v}
         rows += [row(0, k, v) for k, v in static_measures(args, policy, critic, target, sigmas, demos, opts).items()]
         if opts.frozen_steps:
-            for eta in (1.0, 0.0):
+            for eta in opts.etas:
                 rows += [row(*r) for r in frozen_stage_two(path, eta, demos, sparse, opts)]
         with open(opts.out, "w", newline="") as f:  # rewritten after each checkpoint
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
