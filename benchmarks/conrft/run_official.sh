@@ -14,6 +14,9 @@
 #            frozen-critic Stage II and evaluations take --episode-steps 100 from them) into official/critic_probe.csv
 #            and .md. --state-embed 64 gives the critic one embedding and the policy its own (official).
 #   STAGE="1 2" (default) does both. Summaries: python benchmarks/conrft/summarize_official.py
+#   Stage II variants from the same checkpoints: VARIANT=_name EXTRA="conrft.py flags" (exp-name official_name, log
+#   stage2_name_s<seed>.log), PROBE=0 skips the probe, e.g.
+#   STAGE=2 VARIANT=_online_cql EXTRA=--online-cql ONLINE=10000 PROBE=0 bash benchmarks/conrft/run_official.sh
 # Cost on this 2-core machine, one thread per job: Stage I about 0.5 s per step alone (two critic updates of
 # 256 x 31 rows each), so 20k steps take about 2 h 50 min; --compile gained 8% (not used). Start STAGE=1 at the very
 # beginning of a session with JOBS=2 (both seeds at once). Stage II about 10-15 min per seed, the probe about 10 min.
@@ -25,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export HERE=$PWD
 export SEEDS="${SEEDS:-1 2}" STAGE="${STAGE:-1 2}" OFFLINE="${OFFLINE:-20000}" ONLINE="${ONLINE:-20000}"
+export VARIANT="${VARIANT:-}" EXTRA="${EXTRA:-}" PROBE="${PROBE:-1}"
 export FROZEN="${FROZEN:-5000}" OUT="${OUT:-$HERE/official}" STOP_AFTER="${STOP_AFTER:-0}" OMP_NUM_THREADS=1
 export COMMON="--env-id metaworld/pick-place-v3 --algo conrft --batch-size 256 --cql-n-actions 10 --state-embed 64
 --episode-steps 100 --eval-every 2500 --eval-episodes 10 --threads 1"
@@ -47,7 +51,8 @@ stage_one() {  # seed; goes on from official/stage1_s<seed>_stopped.pt when ther
 }
 stage_two() {  # seed
   (cd "$OUT" && python -W ignore "$HERE/../../conrft.py" $COMMON --seed "$1" --online-steps "$ONLINE" \
-    --intervene-prob 0.02 --stage-one "$OUT/stage1_s$1.pt" --exp-name official > "stage2_s$1.log" 2>&1)
+    --intervene-prob 0.02 --stage-one "$OUT/stage1_s$1.pt" --exp-name "official$VARIANT" $EXTRA \
+    > "stage2${VARIANT}_s$1.log" 2>&1)
 }
 export -f stage_one stage_two
 if [[ " $STAGE " == *" 1 "* ]]; then
@@ -55,6 +60,7 @@ if [[ " $STAGE " == *" 1 "* ]]; then
 fi
 if [[ " $STAGE " == *" 2 "* ]]; then
   printf '%s\n' $SEEDS | xargs -P "${JOBS:-2}" -I{} bash -c 'stage_two {}'
+  [[ "$PROBE" == 1 ]] || exit 0
   specs=()
   for seed in $SEEDS; do specs+=("20k_s$seed=$OUT/stage1_s$seed.pt"); done
   python critic_probe.py "${specs[@]}" --frozen-steps "$FROZEN" --out "$OUT/critic_probe.csv" | tee "$OUT/critic_probe.md"
