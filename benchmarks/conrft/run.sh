@@ -19,7 +19,9 @@
 # Run so far (README), all with OFFLINE=4000 ONLINE=20000, in pieces over two sessions, 2-4 invocations at a time on
 # 2 cores; together the same runs as: TASKS="pick-place-v3 peg-insert-side-v3" (ConRFT and SAC, seeds 1-3), then
 # TASKS=pick-place-v3 ALGOS=conrft TAKEOVERS=0 CORRECTIONS=1 (seeds 1-3), then the same with GAP=1 for SEEDS="1 2"
-# (seed 3 cut for time). Corrections and GAP were not run for SAC.
+# (seed 3 cut for time). Corrections and GAP were not run for SAC. The SAC rows were re-run after its std fix (commit
+# 128b382; code of b59d982, 2026-12-02/03, one job per task at a time) with OFFLINE=4000 ONLINE=20000 ALGOS=sac
+# TASKS="pick-place-v3 peg-insert-side-v3" (seeds 1-3), their old stage_one/runs cleared first.
 # stage_one/runs keeps one Stage I per (task, seed, algo), reused by later runs: clear it before changing OFFLINE/BATCH.
 # Run from anywhere: bash benchmarks/conrft/run.sh; then python benchmarks/conrft/summarize.py (and
 # corrections/summarize.py)
