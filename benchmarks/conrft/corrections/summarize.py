@@ -28,7 +28,10 @@ LABELS = {("gap", "conrft"): "ConRFT, expert steps in at action gap > 1.5",
 
 
 def collect():
+    """The runs under runs/ into results.csv; with none there (cleared, or a fresh clone) it keeps results.csv."""
     rows = [(a["exp_name"], a["algo"], a["seed"], step, key, value) for a, step, key, value in read_runs(HERE, KEYS)]
+    if not rows and os.path.exists(os.path.join(HERE, "results.csv")):
+        return load(os.path.join(HERE, "results.csv"))
     with open(os.path.join(HERE, "results.csv"), "w", newline="") as out:
         csv.writer(out).writerows([("variant", "algo", "seed", "step", "key", "value")] + rows)
     return rows
