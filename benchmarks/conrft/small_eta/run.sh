@@ -5,7 +5,7 @@
 # ONLINE env steps (default 20,000) of 500-step episodes, 10 evaluation episodes every 2,500. Stage I is trained into
 # ../stage_one/runs as run.sh does (and reused from there); Stage II goes to small_eta/runs, exp-name eta<ETA>.
 # The question: does a Q term weak enough not to pull the policy off the demos (official regime, docs/conrft.md)
-# still improve on BC? Then: python benchmarks/conrft/small_eta/summarize.py
+# still improve on BC? Then: python benchmarks/conrft/small_eta/summarize.py > benchmarks/conrft/small_eta/results.md
 # Cost on 2 cores, JOBS=2: Stage I about 11 min per seed, Stage II about 15-25 min per seed.
 set -euo pipefail
 cd "$(dirname "$0")"
