@@ -22,13 +22,15 @@
 # (seed 3 cut for time). Corrections and GAP were not run for SAC. The SAC rows were re-run after its std fix (commit
 # 128b382; code of b59d982, 2026-12-02/03, one job per task at a time) with OFFLINE=4000 ONLINE=20000 ALGOS=sac
 # TASKS="pick-place-v3 peg-insert-side-v3" (seeds 1-3), their old stage_one/runs cleared first.
+# The random-takeover Stage II can take other flags into another folder: SUBDIR=small_eta EXP=eta0.01
+# EXTRA="--eta 0.01" puts it into small_eta/runs with exp-name eta0.01 (small_eta/run.sh).
 # stage_one/runs keeps one Stage I per (task, seed, algo), reused by later runs: clear it before changing OFFLINE/BATCH.
 # Run from anywhere: bash benchmarks/conrft/run.sh; then python benchmarks/conrft/summarize.py (and
 # corrections/summarize.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 export ONLINE="${ONLINE:-30000}" OFFLINE="${OFFLINE:-20000}" BATCH="${BATCH:-256}" CORRECTIONS="${CORRECTIONS:-0}"
-export TAKEOVERS="${TAKEOVERS:-1}" GAP="${GAP:-0}"
+export TAKEOVERS="${TAKEOVERS:-1}" GAP="${GAP:-0}" SUBDIR="${SUBDIR:-.}" EXP="${EXP:-}" EXTRA="${EXTRA:-}"
 chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   local task=$1 seed=$2 algo=$3 here=$PWD
   local common="--env-id metaworld/$task --algo $algo --seed $seed --batch-size $BATCH --cql-n-actions 4"
@@ -39,8 +41,9 @@ chain() {  # task seed algo: Stage I once, then each Stage II variant from it
   fi
   local ckpt
   ckpt="$here/$(ls $pat | head -1)"
-  if [ "$TAKEOVERS" = 1 ]; then
-    python ../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0.02 --stage-one "$ckpt"
+  if [ "$TAKEOVERS" = 1 ]; then  # into $SUBDIR/runs (default ./runs), with EXP's exp-name and EXTRA flags if given
+    (cd "$SUBDIR" && python "$here/../../conrft.py" $common --online-steps "$ONLINE" --intervene-prob 0.02 \
+      --stage-one "$ckpt" ${EXP:+--exp-name "$EXP"} $EXTRA)
   fi
   if [ "$CORRECTIONS" = 1 ]; then
     (cd corrections && python ../../../conrft.py $common --online-steps "$ONLINE" --intervene-prob 0 \

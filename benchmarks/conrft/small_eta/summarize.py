@@ -5,21 +5,17 @@ episodes that succeed per 5k window. With no runs it leaves results.csv as it is
     python benchmarks/conrft/small_eta/summarize.py
 """
 import csv
-import glob
 import os
+import sys
 
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-rows = []
-for d in sorted(glob.glob(os.path.join(HERE, "runs", "*"))):
-    if not os.path.exists(os.path.join(d, "model.pt")):
-        continue  # unfinished
-    a = torch.load(os.path.join(d, "model.pt"), weights_only=False)["args"]
-    with open(os.path.join(d, "metrics.csv")) as f:
-        rows += [{"exp_name": a["exp_name"], "seed": a["seed"], **r} for r in csv.DictReader(f)
-                 if r["key"] in ("eval/success", "charts/success", "charts/intervention_rate", "charts/q_policy")]
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+from runs_io import read_runs  # noqa: E402
+
+rows = [{"exp_name": a["exp_name"], "seed": a["seed"], "step": step, "key": key, "value": value} for a, step, key, value
+        in read_runs(HERE, ("eval/success", "charts/success", "charts/intervention_rate", "charts/q_policy"))]
 out = os.path.join(HERE, "results.csv")
 if rows:
     with open(out, "w", newline="") as f:
